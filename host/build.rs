@@ -1,0 +1,21 @@
+//! Compiles the shipped plugins (`plugins/*`) for `wasm32-wasip2` and embeds
+//! them as the built-in versions (see `src/plugins/builtin.rs`).
+
+#[path = "build/guests.rs"]
+mod guests;
+
+use std::path::Path;
+
+fn main() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ sits in the workspace");
+    println!("cargo:rerun-if-changed={}", root.join("wit").display());
+    println!("cargo:rerun-if-changed=build");
+    let artifacts = guests::Guests {
+        workspace: &root.join("plugins"),
+        subcommand: &["build"],
+        target: "wasm32-wasip2",
+        label: "plugins",
+    }
+    .build();
+    guests::write_table("built_in_plugins.rs", "BUILT_IN", &artifacts);
+}

@@ -1,0 +1,41 @@
+//! The HTTP surface, one file per route family. Handlers validate, call the
+//! runtime's public API and answer; errors leave as problem JSON
+//! ([`problem::Problem`]).
+
+pub mod admin;
+pub mod auth;
+pub mod body;
+pub mod problem;
+
+use std::sync::Arc;
+
+use axum::routing::get;
+use axum::{Json, Router};
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::plugins::Plugins;
+
+/// What every handler can reach.
+pub struct AppState {
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// The plugin runtime.
+    pub plugins: Arc<Plugins>,
+    /// The metrics.
+    pub metrics: Metrics,
+}
+
+/// The whole router.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(admin::routes())
+        .fallback(|| async { problem::Problem::new(axum::http::StatusCode::NOT_FOUND, "no such route") })
+        .with_state(state)
+}
+
+/// `GET /healthz`: the process is up.
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}

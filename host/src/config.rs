@@ -1,0 +1,355 @@
+//! Scribe's one typed configuration, read once at start-up and passed down.
+//!
+//! Every setting has an environment variable (the names in design.md; the
+//! brief's names kept as they are) and, optionally, a key in the TOML file
+//! named by `SCRIBE_CONFIG`: the variable's name in lowercase without the
+//! `SCRIBE_` prefix (`SCRIBE_LISTEN` -> `listen`,
+//! `MAX_CONCURRENT_TRANSCRIPTIONS` -> `max_concurrent_transcriptions`).
+//! The environment wins over the file. Per-plugin settings live only in the
+//! file, under `[plugins.NAME]`. A value that does not parse stops start-up
+//! with an error naming the variable (or the file key).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde::Deserialize;
+
+/// A configuration that cannot be used, naming the setting at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A value did not parse.
+    #[error("{name}: cannot use {value:?}: {reason}")]
+    Invalid {
+        /// The variable or file key.
+        name: String,
+        /// The value given.
+        value: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// The config file could not be read or parsed.
+    #[error("SCRIBE_CONFIG ({path}): {reason}")]
+    File {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// One plugin's settings: `[plugins.NAME]` in the config file.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PluginSettings {
+    /// Hosts this plugin may send HTTP requests to (`host` or `host:port`).
+    /// Empty: none (deny by default).
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// CPU deadline of one call, in ms (default per kind).
+    pub deadline_ms: Option<u64>,
+    /// Memory cap of one call, in MiB (default per kind).
+    pub memory_mb: Option<u64>,
+    /// Fuel budget of one policy call (policies only; default per kind).
+    pub fuel: Option<u64>,
+    /// Concurrent calls of this provider (overrides
+    /// `MAX_CONCURRENT_TRANSCRIPTIONS`).
+    pub max_concurrent: Option<u32>,
+    /// Calls per minute of this provider (overrides
+    /// `TRANSCRIPTION_RATE_LIMIT_PER_MINUTE`).
+    pub rate_limit_per_minute: Option<u32>,
+    /// Cap on the size of what one call returns, in bytes (default per kind).
+    pub max_output_bytes: Option<u64>,
+    /// Entries handed to the plugin (`config-get`, or the policy's input).
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+}
+
+/// Scribe's configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `SCRIBE_LISTEN`: the HTTP listen address.
+    pub listen: SocketAddr,
+    /// `SCRIBE_DATA_DIR`: database, audio, compiled plugins.
+    pub data_dir: PathBuf,
+    /// `DATABASE_URL`: unset means SQLite in the data dir.
+    pub database_url: Option<String>,
+    /// `SCRIBE_PLUGIN_DIR`: the watched plugin directory.
+    pub plugin_dir: PathBuf,
+    /// `ADMIN_API_KEY`: unset means admin routes refuse everything.
+    pub admin_api_key: Option<String>,
+    /// `SCRIBE_MAX_UPLOAD_BYTES`: the largest audio upload.
+    pub max_upload_bytes: u64,
+    /// `SCRIBE_MAX_PLUGIN_BYTES`: the largest plugin component accepted.
+    pub max_plugin_bytes: u64,
+    /// `SCRIBE_MAX_QUEUE_LENGTH`: queued jobs before submits get 429.
+    pub max_queue_length: u64,
+    /// `SCRIBE_AUDIO_RETENTION_HOURS`: how long audio outlives its jobs.
+    pub audio_retention_hours: u64,
+    /// `SCRIBE_LEASE_SECONDS`: a running job's lease.
+    pub lease_seconds: u64,
+    /// `SCRIBE_MODEL_DIR`: where local models live.
+    pub model_dir: Option<PathBuf>,
+    /// `SCRIBE_MEMORY_LIMIT_MB`: the memory limit reported to operators.
+    pub memory_limit_mb: Option<u64>,
+    /// `SCRIBE_RETRY_POLICY`: the active retry policy plugin.
+    pub retry_policy: String,
+    /// `SCRIBE_PRIORITY_POLICY`: the active priority policy plugin.
+    pub priority_policy: String,
+    /// `MAX_CONCURRENT_TRANSCRIPTIONS`: concurrent calls per provider.
+    pub max_concurrent_transcriptions: u32,
+    /// `TRANSCRIPTION_RATE_LIMIT_PER_MINUTE`: calls per minute per provider.
+    pub rate_limit_per_minute: u32,
+    /// `TRANSCRIPTION_RATE_LIMIT_BURST`: calls allowed back to back.
+    pub rate_limit_burst: u32,
+    /// `CACHE_MAX_SIZE`: transcripts kept in memory.
+    pub cache_max_size: u64,
+    /// `CACHE_DEFAULT_TTL`: how long (ms) a cached transcript stays in memory.
+    pub cache_default_ttl_ms: u64,
+    /// `DB_POOL_SIZE`: database connections.
+    pub db_pool_size: u32,
+    /// `DB_TIMEOUT`: ms to wait for a database connection.
+    pub db_timeout_ms: u64,
+    /// `[plugins.NAME]` tables, with secrets mapped in from the environment.
+    pub plugins: BTreeMap<String, PluginSettings>,
+}
+
+/// Environment secrets and endpoints handed to shipped providers:
+/// (variable, plugin, config key, also grants the URL's host).
+const PLUGIN_ENV: &[(&str, &str, &str, bool)] = &[
+    ("OPENAI_API_KEY", "openai-whisper", "api_key", false),
+    ("OPENAI_BASE_URL", "openai-whisper", "base_url", true),
+    ("REPLICATE_API_TOKEN", "replicate", "api_token", false),
+    ("REPLICATE_BASE_URL", "replicate", "base_url", true),
+];
+
+impl Config {
+    /// Reads the process environment (and `SCRIBE_CONFIG`, if set).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(std::env::vars().collect())
+    }
+
+    /// Reads the given variables (and the file one of them names).
+    pub fn from_vars(env: HashMap<String, String>) -> Result<Self, ConfigError> {
+        let file = match env.get("SCRIBE_CONFIG") {
+            Some(path) => read_file(path)?,
+            None => toml::Table::new(),
+        };
+        let src = Source { env: &env, file: &file };
+        let data_dir: PathBuf = src.get("SCRIBE_DATA_DIR", PathBuf::from("./data"))?;
+        let plugin_dir = src.get("SCRIBE_PLUGIN_DIR", data_dir.join("plugins"))?;
+        let mut plugins = plugin_tables(&file, env.get("SCRIBE_CONFIG"))?;
+        map_plugin_env(&env, &mut plugins)?;
+        let config = Self {
+            listen: src.get("SCRIBE_LISTEN", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
+            database_url: src.opt("DATABASE_URL")?,
+            plugin_dir,
+            admin_api_key: src.opt::<String>("ADMIN_API_KEY")?.filter(|k| !k.is_empty()),
+            max_upload_bytes: src.get("SCRIBE_MAX_UPLOAD_BYTES", 25 * 1024 * 1024)?,
+            max_plugin_bytes: src.get("SCRIBE_MAX_PLUGIN_BYTES", 64 * 1024 * 1024)?,
+            max_queue_length: src.get("SCRIBE_MAX_QUEUE_LENGTH", 10_000)?,
+            audio_retention_hours: src.get("SCRIBE_AUDIO_RETENTION_HOURS", 24)?,
+            lease_seconds: src.positive("SCRIBE_LEASE_SECONDS", 30)?,
+            model_dir: src.opt("SCRIBE_MODEL_DIR")?,
+            memory_limit_mb: src.opt("SCRIBE_MEMORY_LIMIT_MB")?,
+            retry_policy: src.get("SCRIBE_RETRY_POLICY", "retry-backoff".to_string())?,
+            priority_policy: src.get("SCRIBE_PRIORITY_POLICY", "priority-fair".to_string())?,
+            max_concurrent_transcriptions: src.positive("MAX_CONCURRENT_TRANSCRIPTIONS", 5)?,
+            rate_limit_per_minute: src.positive("TRANSCRIPTION_RATE_LIMIT_PER_MINUTE", 30)?,
+            rate_limit_burst: src.positive("TRANSCRIPTION_RATE_LIMIT_BURST", 1)?,
+            cache_max_size: src.get("CACHE_MAX_SIZE", 1000)?,
+            cache_default_ttl_ms: src.get("CACHE_DEFAULT_TTL", 300_000)?,
+            db_pool_size: src.positive("DB_POOL_SIZE", 20)?,
+            db_timeout_ms: src.positive("DB_TIMEOUT", 30_000)?,
+            data_dir,
+            plugins,
+        };
+        Ok(config)
+    }
+
+    /// The settings of one plugin (empty defaults when the file has none).
+    pub fn plugin(&self, name: &str) -> PluginSettings {
+        self.plugins.get(name).cloned().unwrap_or_default()
+    }
+}
+
+fn read_file(path: &str) -> Result<toml::Table, ConfigError> {
+    let err = |reason: String| ConfigError::File { path: path.to_string(), reason };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    text.parse::<toml::Table>().map_err(|e| err(e.to_string()))
+}
+
+fn plugin_tables(
+    file: &toml::Table,
+    path: Option<&String>,
+) -> Result<BTreeMap<String, PluginSettings>, ConfigError> {
+    let Some(value) = file.get("plugins") else { return Ok(BTreeMap::new()) };
+    let plugins: BTreeMap<String, PluginSettings> =
+        value.clone().try_into().map_err(|e: toml::de::Error| ConfigError::File {
+            path: path.cloned().unwrap_or_default(),
+            reason: format!("[plugins]: {e}"),
+        })?;
+    for name in plugins.keys() {
+        if !crate::plugins::is_valid_name(name) {
+            return Err(ConfigError::Invalid {
+                name: format!("[plugins.{name}]"),
+                value: name.clone(),
+                reason: "a plugin name is lowercase letters, digits and '-'".into(),
+            });
+        }
+    }
+    Ok(plugins)
+}
+
+fn map_plugin_env(
+    env: &HashMap<String, String>,
+    plugins: &mut BTreeMap<String, PluginSettings>,
+) -> Result<(), ConfigError> {
+    for &(var, plugin, key, grants_host) in PLUGIN_ENV {
+        let Some(value) = env.get(var).filter(|v| !v.is_empty()) else { continue };
+        let settings = plugins.entry(plugin.to_string()).or_default();
+        settings.config.insert(key.to_string(), value.clone());
+        if grants_host {
+            settings.allowed_hosts.push(url_authority(var, value)?);
+        }
+    }
+    Ok(())
+}
+
+/// `http://host:port/path` -> `host:port` (or `host`), refusing what is not
+/// an http(s) URL.
+fn url_authority(var: &str, url: &str) -> Result<String, ConfigError> {
+    let invalid = |reason: &str| ConfigError::Invalid {
+        name: var.to_string(),
+        value: url.to_string(),
+        reason: reason.to_string(),
+    };
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| invalid("expected an http:// or https:// URL"))?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.is_empty() || authority.contains('@') {
+        return Err(invalid("expected a URL with a host and no credentials"));
+    }
+    Ok(authority.to_ascii_lowercase())
+}
+
+/// Where values come from: the environment first, then the file.
+struct Source<'a> {
+    env: &'a HashMap<String, String>,
+    file: &'a toml::Table,
+}
+
+impl Source<'_> {
+    fn raw(&self, var: &str) -> Option<(String, String)> {
+        if let Some(v) = self.env.get(var) {
+            return Some((var.to_string(), v.clone()));
+        }
+        let key = var.strip_prefix("SCRIBE_").unwrap_or(var).to_ascii_lowercase();
+        let value = self.file.get(&key)?;
+        let text = match value {
+            toml::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        Some((format!("{key} (in SCRIBE_CONFIG)"), text))
+    }
+
+    fn opt<T: FromStr>(&self, var: &str) -> Result<Option<T>, ConfigError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        let Some((name, value)) = self.raw(var) else { return Ok(None) };
+        match value.trim().parse::<T>() {
+            Ok(v) => Ok(Some(v)),
+            Err(e) => Err(ConfigError::Invalid { name, value, reason: e.to_string() }),
+        }
+    }
+
+    fn get<T: FromStr>(&self, var: &str, default: T) -> Result<T, ConfigError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        Ok(self.opt(var)?.unwrap_or(default))
+    }
+
+    fn positive<T: FromStr + Default + PartialEq>(&self, var: &str, default: T) -> Result<T, ConfigError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        let value = self.get(var, default)?;
+        if value == T::default() {
+            let (name, raw) = self.raw(var).unwrap_or_default();
+            return Err(ConfigError::Invalid { name, value: raw, reason: "must be at least 1".into() });
+        }
+        Ok(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_match_the_design() {
+        let c = Config::from_vars(vars(&[])).unwrap();
+        assert_eq!(c.max_concurrent_transcriptions, 5);
+        assert_eq!(c.rate_limit_per_minute, 30);
+        assert_eq!(c.rate_limit_burst, 1);
+        assert_eq!(c.max_upload_bytes, 25 * 1024 * 1024);
+        assert_eq!(c.plugin_dir, PathBuf::from("./data/plugins"));
+        assert_eq!(c.retry_policy, "retry-backoff");
+        assert!(c.admin_api_key.is_none());
+    }
+
+    #[test]
+    fn a_bad_value_names_its_variable() {
+        let err = Config::from_vars(vars(&[("MAX_CONCURRENT_TRANSCRIPTIONS", "five")])).unwrap_err();
+        assert!(err.to_string().starts_with("MAX_CONCURRENT_TRANSCRIPTIONS:"), "{err}");
+        let err = Config::from_vars(vars(&[("DB_POOL_SIZE", "0")])).unwrap_err();
+        assert!(err.to_string().contains("DB_POOL_SIZE") && err.to_string().contains("at least 1"), "{err}");
+    }
+
+    #[test]
+    fn file_values_and_plugin_tables_are_read_and_env_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("scribe.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9999\"\nmax_concurrent_transcriptions = 7\n\
+             [plugins.openai-whisper]\nallowed_hosts = [\"api.openai.com\"]\ndeadline_ms = 1000\n\
+             [plugins.openai-whisper.config]\nmodel = \"whisper-1\"\n",
+        )
+        .unwrap();
+        let c = Config::from_vars(vars(&[
+            ("SCRIBE_CONFIG", path.to_str().unwrap()),
+            ("MAX_CONCURRENT_TRANSCRIPTIONS", "3"),
+            ("OPENAI_API_KEY", "sk-test"),
+            ("OPENAI_BASE_URL", "http://127.0.0.1:4000/v1"),
+        ]))
+        .unwrap();
+        assert_eq!(c.listen.port(), 9999);
+        assert_eq!(c.max_concurrent_transcriptions, 3);
+        let p = c.plugin("openai-whisper");
+        assert_eq!(p.deadline_ms, Some(1000));
+        assert_eq!(p.config["model"], "whisper-1");
+        assert_eq!(p.config["api_key"], "sk-test");
+        assert_eq!(p.allowed_hosts, vec!["api.openai.com", "127.0.0.1:4000"]);
+    }
+
+    #[test]
+    fn unknown_plugin_keys_and_bad_urls_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("scribe.toml");
+        std::fs::write(&path, "[plugins.x]\nallowed_host = []\n").unwrap();
+        let err = Config::from_vars(vars(&[("SCRIBE_CONFIG", path.to_str().unwrap())])).unwrap_err();
+        assert!(err.to_string().contains("allowed_host"), "{err}");
+        let err = Config::from_vars(vars(&[("OPENAI_BASE_URL", "ftp://x")])).unwrap_err();
+        assert!(err.to_string().starts_with("OPENAI_BASE_URL"), "{err}");
+    }
+}

@@ -1,0 +1,64 @@
+//! Prometheus metrics: every module records here, and this module imports
+//! none of them, so anyone may count without creating a dependency cycle.
+
+use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+
+/// The process's metrics. Cheap to clone (the collectors are shared).
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// `scribe_plugin_calls_total{plugin,outcome}`: calls by outcome
+    /// (`ok`, `provider_error`, `failed`).
+    pub plugin_calls: IntCounterVec,
+    /// `scribe_plugin_failures_total{plugin,kind}`: sandbox failures by kind
+    /// (`trap`, `timeout`, `fuel`, `memory`, ...).
+    pub plugin_failures: IntCounterVec,
+    /// `scribe_policy_fallbacks_total{policy}`: decisions the built-in
+    /// default made because the active policy failed or was missing.
+    pub policy_fallbacks: IntCounterVec,
+    /// `scribe_plugin_loads_total{plugin,outcome}`: versions published
+    /// (`published`) or refused (`refused`).
+    pub plugin_loads: IntCounterVec,
+    /// `scribe_plugin_loaded_info{plugin,version,content_hash}`: 1 for the
+    /// version serving each plugin.
+    pub plugin_loaded: IntGaugeVec,
+}
+
+impl Metrics {
+    /// Creates and registers every collector.
+    pub fn new() -> Self {
+        let registry = Registry::new_custom(Some("scribe".into()), None).expect("valid prefix");
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry.register(Box::new(c.clone())).expect("unique metric");
+            c
+        };
+        let plugin_calls = counter("plugin_calls_total", "Plugin calls by outcome.", &["plugin", "outcome"]);
+        let plugin_failures =
+            counter("plugin_failures_total", "Plugin calls stopped by the sandbox, by kind.", &["plugin", "kind"]);
+        let policy_fallbacks = counter(
+            "policy_fallbacks_total",
+            "Policy decisions made by the built-in default because the active policy failed.",
+            &["policy"],
+        );
+        let plugin_loads = counter("plugin_loads_total", "Plugin versions published or refused.", &["plugin", "outcome"]);
+        let plugin_loaded = IntGaugeVec::new(
+            Opts::new("plugin_loaded_info", "The plugin version serving calls (value 1)."),
+            &["plugin", "version", "content_hash"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(plugin_loaded.clone())).expect("unique metric");
+        Self { registry, plugin_calls, plugin_failures, policy_fallbacks, plugin_loads, plugin_loaded }
+    }
+
+    /// The registry, for the `/metrics` route.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

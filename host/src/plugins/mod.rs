@@ -1,0 +1,206 @@
+//! The plugin runtime: loads, sandboxes and calls WebAssembly components.
+//!
+//! It knows nothing of jobs, users or the database. Its public face is
+//! [`Plugins`]: the scheduler calls [`Plugins::transcribe`],
+//! [`Plugins::decide_retry`] and [`Plugins::rank`]; the admin routes call
+//! [`Plugins::list`] and [`Plugins::upload`]; the watcher calls
+//! [`Plugins::install`].
+//!
+//! Layout: `engine` (engines, pools, compile cache), `sandbox` (what a call
+//! may reach), `bindings` (WIT <-> host types), `registry` (serving
+//! versions), `install` (validation and publishing), `call` (one bounded
+//! call), `policy` (the policies with their built-in fallback), `watch`
+//! (the plugin directory), `builtin` (shipped components).
+
+mod bindings;
+mod builtin;
+mod call;
+mod engine;
+mod error;
+mod install;
+mod policy;
+mod registry;
+mod sandbox;
+pub mod types;
+mod watch;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+use wasmtime::component::Linker;
+
+pub use engine::{Kind, KindLimits, EPOCH_TICK};
+pub use error::{CallError, InstallError, PluginError, PluginErrorKind, ProviderError};
+pub use install::{content_hash, is_valid_name, Installed};
+pub use registry::{Loaded, PluginSummary, Source, World};
+pub use sandbox::{MAX_LOG_LINES_PER_CALL, MAX_LOG_LINE_BYTES};
+pub use watch::DirWatcher;
+
+use crate::config::{Config, PluginSettings};
+use crate::metrics::Metrics;
+use engine::Engines;
+use registry::{Registry, Resolved};
+use sandbox::StoreState;
+use types::{ProviderInfo, TranscribeRequest, Transcript};
+
+/// The plugin runtime could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Wasmtime refused the engine configuration.
+    #[error("cannot create the wasm engine: {0}")]
+    Engine(String),
+    /// A shipped plugin did not load (a build defect).
+    #[error("built-in plugin {name} did not load: {source}")]
+    BuiltIn {
+        /// The plugin.
+        name: String,
+        /// Why.
+        source: InstallError,
+    },
+    /// The plugin directory cannot be created or read.
+    #[error("plugin directory {dir}: {source}")]
+    Dir {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// One linker per kind, built once.
+pub(crate) struct Linkers {
+    provider: Linker<StoreState>,
+    policy: Linker<StoreState>,
+}
+
+/// The plugin runtime.
+pub struct Plugins {
+    engines: Arc<Engines>,
+    linkers: Arc<Linkers>,
+    registry: Registry,
+    metrics: Metrics,
+    settings: BTreeMap<String, PluginSettings>,
+    retry_policy: String,
+    priority_policy: String,
+    provider_slots: Semaphore,
+    policy_slots: Semaphore,
+    plugin_dir: PathBuf,
+    max_plugin_bytes: u64,
+}
+
+impl Plugins {
+    /// Starts the runtime: engines, the built-in plugins, then every
+    /// `NAME.wasm` already in the plugin directory (a file that fails is
+    /// logged and skipped). Watching the directory is [`Plugins::watch`].
+    pub async fn start(config: &Config, metrics: Metrics) -> Result<Arc<Self>, StartError> {
+        let engine_err = |e: wasmtime::Error| StartError::Engine(format!("{e:#}"));
+        let engines = Engines::new(&config.data_dir.join("cache").join("components")).map_err(engine_err)?;
+        let linkers = Linkers {
+            provider: sandbox::provider_linker(engines.engine(Kind::Provider)).map_err(engine_err)?,
+            policy: sandbox::policy_linker(engines.engine(Kind::Policy)).map_err(engine_err)?,
+        };
+        let plugins = Arc::new(Self {
+            engines: Arc::new(engines),
+            linkers: Arc::new(linkers),
+            registry: Registry::default(),
+            metrics,
+            settings: config.plugins.clone(),
+            retry_policy: config.retry_policy.clone(),
+            priority_policy: config.priority_policy.clone(),
+            provider_slots: Semaphore::new(Kind::Provider.limits().pool_instances as usize),
+            policy_slots: Semaphore::new(Kind::Policy.limits().pool_instances as usize),
+            plugin_dir: config.plugin_dir.clone(),
+            max_plugin_bytes: config.max_plugin_bytes,
+        });
+        for &(name, bytes) in builtin::all() {
+            plugins
+                .install(name, bytes.to_vec(), Source::BuiltIn)
+                .await
+                .map_err(|source| StartError::BuiltIn { name: name.to_string(), source })?;
+        }
+        let dir_err = |source| StartError::Dir { dir: config.plugin_dir.clone(), source };
+        std::fs::create_dir_all(&config.plugin_dir).map_err(dir_err)?;
+        for path in watch::plugin_files(&config.plugin_dir).map_err(dir_err)? {
+            watch::load_file(&plugins, &path).await;
+        }
+        Ok(plugins)
+    }
+
+    /// Starts watching the plugin directory; stops when the guard drops.
+    pub fn watch(self: &Arc<Self>) -> Result<DirWatcher, notify::Error> {
+        watch::spawn(self.clone(), self.plugin_dir.clone())
+    }
+
+    /// Every serving version, by name.
+    pub fn list(&self) -> Vec<PluginSummary> {
+        self.registry.all().iter().map(|l| l.summary()).collect()
+    }
+
+    /// The serving version of `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<Loaded>> {
+        self.registry.get(name)
+    }
+
+    /// What the serving provider `name` says of itself.
+    pub fn provider_info(&self, name: &str) -> Option<ProviderInfo> {
+        self.registry.get(name).and_then(|l| l.provider_info.clone())
+    }
+
+    /// Installs an uploaded component and, once it serves, writes it to the
+    /// plugin directory so it survives a restart.
+    pub async fn upload(&self, name: &str, bytes: Vec<u8>) -> Result<Installed, InstallError> {
+        let installed = self.install(name, bytes.clone(), Source::Upload).await?;
+        if let Installed::Published(_) = installed {
+            engine::write_atomically(&self.plugin_dir.join(format!("{name}.wasm")), &bytes)?;
+        }
+        Ok(installed)
+    }
+
+    /// Transcribes with the serving version of provider `name`. The call
+    /// finishes on that version even if a new one is published meanwhile.
+    pub async fn transcribe(&self, name: &str, request: TranscribeRequest) -> Result<Transcript, CallError> {
+        let loaded = self.loaded(name, World::Provider)?;
+        self.call_transcribe(&loaded, request).await
+    }
+
+    /// The limits of plugin `name` of `kind`: its settings over the kind's
+    /// defaults. Policies get no outbound hosts whatever the settings say.
+    fn resolve(&self, name: &str, kind: Kind) -> Resolved {
+        let settings = self.settings.get(name).cloned().unwrap_or_default();
+        let defaults = kind.limits();
+        let memory_mb = settings.memory_mb.unwrap_or(defaults.default_memory_mb).min(defaults.max_memory_mb);
+        Resolved {
+            deadline_ms: settings.deadline_ms.unwrap_or(defaults.default_deadline_ms),
+            memory_mb,
+            fuel: defaults.default_fuel.map(|d| settings.fuel.unwrap_or(d)),
+            max_output_bytes: settings.max_output_bytes.unwrap_or(defaults.default_max_output_bytes),
+            allowed_hosts: match kind {
+                Kind::Provider => settings.allowed_hosts.clone().into(),
+                Kind::Policy => Arc::from([]),
+            },
+            config: Arc::new(settings.config),
+        }
+    }
+}
+
+impl Plugins {
+    /// Instantiates the serving version of provider `name` in a fresh store
+    /// and calls `info()`: the smoke call, for readiness checks and the
+    /// instantiation benchmark.
+    pub async fn probe_provider(&self, name: &str) -> Result<ProviderInfo, PluginError> {
+        let loaded = self.loaded(name, World::Provider)?;
+        self.call_provider_info(&loaded).await
+    }
+
+    /// The metrics this runtime records into.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+}
+
+/// The bytes of the built-in plugin `name`, if one is shipped.
+pub fn builtin_bytes(name: &str) -> Option<&'static [u8]> {
+    builtin::all().iter().find(|(n, _)| *n == name).map(|(_, b)| *b)
+}

@@ -99,13 +99,35 @@ where
 /// `{"text": "heard N bytes"}`, N being the body's length: the service the
 /// plugin template calls.
 pub async fn text_server() -> SocketAddr {
+    slow_text_server(Duration::ZERO).await
+}
+
+/// [`text_server`] that takes `latency` to answer each request.
+pub async fn slow_text_server(latency: Duration) -> SocketAddr {
     use axum::routing::post;
     let app = axum::Router::new().route(
         "/",
-        post(|body: axum::body::Bytes| async move { axum::Json(serde_json::json!({ "text": format!("heard {} bytes", body.len()) })) }),
+        post(move |body: axum::body::Bytes| async move {
+            tokio::time::sleep(latency).await;
+            axum::Json(serde_json::json!({ "text": format!("heard {} bytes", body.len()) }))
+        }),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    addr
+}
+
+/// A TCP server on 127.0.0.1 that accepts connections and never answers:
+/// a provider that hangs.
+pub async fn hanging_server() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
     addr
 }

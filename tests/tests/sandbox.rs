@@ -2,8 +2,10 @@
 //! typed error, and the same runtime then serves a normal call.
 
 use scribe_host::plugins::types::TranscribeRequest;
-use scribe_host::plugins::{CallError, PluginError, PluginErrorKind, ProviderError, Source};
-use scribe_tests::{guest, text_server, TestHost};
+use scribe_host::plugins::{
+    CallError, PluginError, PluginErrorKind, ProviderError, Source, MAX_LOG_LINES_PER_CALL, MAX_LOG_LINE_BYTES,
+};
+use scribe_tests::{guest, hanging_server, slow_text_server, text_server, TestHost};
 
 fn request() -> TranscribeRequest {
     TranscribeRequest { audio: b"RIFF....WAVE".to_vec(), audio_format: "wav".into(), ..Default::default() }
@@ -84,10 +86,64 @@ async fn huge_output_is_refused_at_the_output_cap() {
 
 #[tokio::test]
 async fn log_flood_is_bounded_and_the_call_completes() {
-    let host = host_with_hostile("log-flood", "").await;
-    let transcript = host.plugins.transcribe("hostile", request()).await.expect("flooding the log is not fatal");
+    let host = host_with_hostile("log-flood", "deadline_ms = 10000").await;
+    let log = CapturedLog::default();
+    let subscriber = tracing_subscriber::fmt().with_writer(log.clone()).with_ansi(false).finish();
+    let transcript = {
+        let _guard = tracing::subscriber::set_default(subscriber);
+        host.plugins.transcribe("hostile", request()).await.expect("flooding the log is not fatal")
+    };
     assert_eq!(transcript.text, "ok");
+    let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+    let flood: Vec<&str> = text.lines().filter(|l| l.contains("flood flood")).collect();
+    assert_eq!(flood.len(), MAX_LOG_LINES_PER_CALL as usize, "only the first lines of a call are kept");
+    assert!(flood.iter().all(|l| l.matches("flood").count() * 6 <= MAX_LOG_LINE_BYTES + 6), "long lines are cut");
+    assert!(flood[0].contains("plugin=\"hostile\"") || flood[0].contains("plugin=hostile"), "tagged: {}", flood[0]);
+    assert!(text.contains("log line limit reached"));
     assert_still_serves(&host).await;
+}
+
+/// A log sink the test can read.
+#[derive(Clone, Default)]
+struct CapturedLog(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLog {
+    type Writer = CapturedLog;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_concurrent_calls_than_pool_slots_wait_instead_of_failing() {
+    // Each call holds its instance while the service takes 200 ms, so twice
+    // the pool's slots are in flight at once.
+    let addr = slow_text_server(std::time::Duration::from_millis(200)).await;
+    let toml = format!("[plugins.slow]\nallowed_hosts = [\"{addr}\"]\n[plugins.slow.config]\nurl = \"http://{addr}/\"\n");
+    let host = TestHost::start(&toml, &[]).await;
+    host.plugins.install("slow", guest("plugin-template-template-wasip2").to_vec(), Source::File).await.expect("loads");
+    let slots = scribe_host::plugins::Kind::Provider.limits().pool_instances as usize;
+    let plugins = host.plugins.clone();
+    let calls: Vec<_> = (0..slots * 2)
+        .map(|_| {
+            let plugins = plugins.clone();
+            tokio::spawn(async move { plugins.transcribe("slow", request()).await })
+        })
+        .collect();
+    for call in calls {
+        let transcript = call.await.expect("task").expect("every call succeeds");
+        assert_eq!(transcript.text, "heard 12 bytes");
+    }
 }
 
 #[tokio::test]
@@ -109,4 +165,18 @@ async fn request_to_a_host_not_granted_is_denied_and_reported_as_a_provider_erro
     }
     let transcript = host.plugins.transcribe("granted", request()).await.expect("the granted host answers");
     assert_eq!(transcript.text, "heard 12 bytes");
+}
+
+#[tokio::test]
+async fn a_provider_waiting_on_a_hung_service_is_stopped_after_its_deadline() {
+    let addr = hanging_server().await;
+    let toml = format!("[plugins.stuck]\nallowed_hosts = [\"{addr}\"]\ndeadline_ms = 300\n[plugins.stuck.config]\nurl = \"http://{addr}/\"\n");
+    let host = TestHost::start(&toml, &[]).await;
+    host.plugins.install("stuck", guest("plugin-template-template-wasip2").to_vec(), Source::File).await.expect("loads");
+    host.plugins.install("echo", guest("echo-v1").to_vec(), Source::File).await.expect("loads");
+    match host.plugins.transcribe("stuck", request()).await {
+        Err(CallError::Plugin(e)) => assert!(matches!(e.kind, PluginErrorKind::Timeout { deadline_ms: 300 }), "{e}"),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert_still_serves(&host).await;
 }

@@ -60,11 +60,7 @@ impl Plugins {
             match err.downcast_ref::<Trap>() {
                 Some(Trap::Interrupt) => PluginErrorKind::Timeout { deadline_ms: limits.deadline_ms },
                 Some(Trap::OutOfFuel) => PluginErrorKind::FuelExhausted { fuel: limits.fuel.unwrap_or(0) },
-                Some(_) => PluginErrorKind::Trap(format!("{err:#}")),
-                None if format!("{err:#}").contains("interrupt") => {
-                    PluginErrorKind::Timeout { deadline_ms: limits.deadline_ms }
-                }
-                None => PluginErrorKind::Trap(format!("{err:#}")),
+                _ => PluginErrorKind::Trap(format!("{err:#}")),
             }
         };
         self.failure(loaded, kind)

@@ -51,7 +51,26 @@ impl Plugins {
     /// Validates `bytes` as a new version of `name` and publishes it.
     /// On any failure the serving version (if any) stays.
     pub async fn install(&self, name: &str, bytes: Vec<u8>, source: Source) -> Result<Installed, InstallError> {
-        let result = self.try_install(name, bytes, source).await;
+        let result = self.try_install(name, bytes, source, None).await;
+        self.log_install(name, source, &result);
+        result
+    }
+
+    /// Like [`Plugins::install`], and writes the component to `persist_to`
+    /// before publishing it, so what serves is what a restart loads.
+    pub(crate) async fn install_persisted(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        source: Source,
+        persist_to: &std::path::Path,
+    ) -> Result<Installed, InstallError> {
+        let result = self.try_install(name, bytes, source, Some(persist_to)).await;
+        self.log_install(name, source, &result);
+        result
+    }
+
+    fn log_install(&self, name: &str, source: Source, result: &Result<Installed, InstallError>) {
         match &result {
             Ok(Installed::Published(l)) => {
                 tracing::info!(plugin = name, version = %l.identity.version, world = %l.world, source = ?source, "plugin published");
@@ -65,10 +84,15 @@ impl Plugins {
                 }
             }
         }
-        result
     }
 
-    async fn try_install(&self, name: &str, bytes: Vec<u8>, source: Source) -> Result<Installed, InstallError> {
+    async fn try_install(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        source: Source,
+        persist_to: Option<&std::path::Path>,
+    ) -> Result<Installed, InstallError> {
         if !is_valid_name(name) {
             return Err(InstallError::InvalidName(name.to_string()));
         }
@@ -82,9 +106,11 @@ impl Plugins {
             return Ok(Installed::Unchanged(current.clone()));
         }
         let (engines, linkers, hash_for_compile) = (self.engines.clone(), self.linkers.clone(), hash.clone());
-        let (world, pre) = tokio::task::spawn_blocking(move || prepare(&engines, &linkers, &bytes, &hash_for_compile))
-            .await
-            .map_err(|e| InstallError::Compile(format!("compile task failed: {e}")))??;
+        let (world, pre, bytes) = tokio::task::spawn_blocking(move || {
+            prepare(&engines, &linkers, &bytes, &hash_for_compile).map(|(world, pre)| (world, pre, bytes))
+        })
+        .await
+        .map_err(|e| InstallError::Compile(format!("compile task failed: {e}")))??;
         check_world(current.as_deref(), name, world)?;
         let mut loaded = Loaded {
             name: name.to_string(),
@@ -102,6 +128,9 @@ impl Plugins {
         self.smoke(&mut loaded).await.map_err(InstallError::Smoke)?;
         loaded.identity.version = format!("{} ({})", loaded.version, &loaded.content_hash[..12]).into();
         loaded.stats = self.registry.stats(name);
+        if let Some(path) = persist_to {
+            super::engine::write_atomically(path, &bytes)?;
+        }
         let loaded = Arc::new(loaded);
         self.announce(current.as_deref(), &loaded);
         self.registry.publish(loaded.clone());

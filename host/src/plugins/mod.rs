@@ -148,14 +148,11 @@ impl Plugins {
         self.registry.get(name).and_then(|l| l.provider_info.clone())
     }
 
-    /// Installs an uploaded component and, once it serves, writes it to the
-    /// plugin directory so it survives a restart.
+    /// Installs an uploaded component; once validated it is written to the
+    /// plugin directory (then published), so it survives a restart.
     pub async fn upload(&self, name: &str, bytes: Vec<u8>) -> Result<Installed, InstallError> {
-        let installed = self.install(name, bytes.clone(), Source::Upload).await?;
-        if let Installed::Published(_) = installed {
-            engine::write_atomically(&self.plugin_dir.join(format!("{name}.wasm")), &bytes)?;
-        }
-        Ok(installed)
+        let path = self.plugin_dir.join(format!("{name}.wasm"));
+        self.install_persisted(name, bytes, Source::Upload, &path).await
     }
 
     /// Transcribes with the serving version of provider `name`. The call

@@ -1,0 +1,610 @@
+//! A fake OpenAI transcription service on 127.0.0.1, for tests and benches.
+//!
+//! It follows `/work/shared/provider-apis.md` §1: `POST
+//! /v1/audio/transcriptions` with `Authorization: Bearer <key>` (401 with
+//! OpenAI's error envelope otherwise) and a `multipart/form-data` body whose
+//! `file` (with a file name that has a supported extension) and `model`
+//! fields are required (400 otherwise); the request content is capped at
+//! 26,214,400 bytes (413). A success is `{"text": ..., "usage":
+//! {"type":"duration","seconds":1}}` (or the `text`, `srt`, `vtt` and
+//! `verbose_json` forms), and the text is a function of the audio alone
+//! ([`transcript_text`]), so a test knows what to expect.
+//!
+//! Tests script it through the [`FakeOpenAi`] handle: a latency for every
+//! answer, a queue of [`Scripted`] answers used first (then `Ok`), or
+//! seeded random faults (500s and 429s with a retry-after); and they observe
+//! it: calls, the most calls in flight at once, arrival times, and every
+//! request as received ([`RecordedRequest`]).
+//!
+//! Every error body is OpenAI's envelope `{"error": {"message", "type",
+//! "param", "code"}}`, and every answer has an `x-request-id`.
+//!
+//! The type is not tied to the test harness: [`FakeOpenAi::start_on`] binds
+//! a chosen address, so a bench or a person can run it by hand.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::extract::multipart::{Multipart, MultipartRejection};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+/// The largest request content OpenAI accepts, in bytes (§1.4).
+pub const MAX_CONTENT_BYTES: usize = 26_214_400;
+
+/// The audio formats OpenAI accepts, as file extensions (§1.4's 400 message).
+pub const SUPPORTED_FORMATS: &[&str] = &["flac", "m4a", "mp3", "mp4", "mpeg", "mpga", "oga", "ogg", "wav", "webm"];
+
+/// The transcript the fake answers for `audio`:
+/// `transcript of {len} bytes {first 8 hex digits of its sha256}`.
+pub fn transcript_text(audio: &[u8]) -> String {
+    let digest = hex::encode(Sha256::digest(audio));
+    format!("transcript of {} bytes {}", audio.len(), &digest[..8])
+}
+
+/// One scripted answer. Scripted answers are used first, in order, by
+/// requests that pass the auth and form checks; then the fake answers `Ok`
+/// (or by its fault rates, when set).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scripted {
+    /// A normal transcription.
+    Ok,
+    /// 500 `server_error`, as OpenAI's "The server had an error...".
+    Status500,
+    /// 429 `rate_limit_exceeded`. With `Some(d)`: a `retry-after` header of
+    /// `d` in whole seconds, rounded up (at least 1, as OpenAI documents),
+    /// plus `retry-after-ms` when `d` is not a whole number of seconds.
+    RateLimited {
+        /// The wait to announce, if any.
+        retry_after: Option<Duration>,
+    },
+    /// 429 `rate_limit_exceeded` with only a `retry-after-ms` header (float ms).
+    RateLimitedMs(f64),
+    /// 429 `rate_limit_exceeded` with `retry-after` as an HTTP date.
+    RateLimitedUntil(SystemTime),
+    /// 429 `insufficient_quota`, without retry-after: waiting does not help.
+    InsufficientQuota,
+    /// Reads the request and never answers.
+    Hang,
+    /// This status with a generic envelope (a 2xx status is a normal
+    /// transcription with that status).
+    Status(u16),
+}
+
+impl Scripted {
+    /// The status this answer has; `None` for [`Scripted::Hang`].
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Scripted::Ok => Some(200),
+            Scripted::Status500 => Some(500),
+            Scripted::RateLimited { .. } | Scripted::RateLimitedMs(_) | Scripted::RateLimitedUntil(_) | Scripted::InsufficientQuota => Some(429),
+            Scripted::Hang => None,
+            Scripted::Status(status) => Some(*status),
+        }
+    }
+}
+
+/// The file part of a recorded request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedFile {
+    /// The part's file name, when it had one.
+    pub filename: Option<String>,
+    /// The part's `Content-Type`, when it had one.
+    pub content_type: Option<String>,
+    /// The file's length in bytes.
+    pub len: usize,
+    /// The file's sha256, in hex.
+    pub sha256: String,
+}
+
+/// One request to `/v1/audio/transcriptions`, as the fake received it.
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    /// When its head arrived.
+    pub arrived: Instant,
+    /// The `Authorization` header, verbatim.
+    pub authorization: Option<String>,
+    /// The request's `Content-Type` header.
+    pub content_type: Option<String>,
+    /// The text fields, in the order received.
+    pub fields: Vec<(String, String)>,
+    /// The `file` part, if there was one.
+    pub file: Option<RecordedFile>,
+    /// The status the fake answered (or is about to, after its latency);
+    /// `None` when it hangs.
+    pub answered: Option<u16>,
+}
+
+impl RecordedRequest {
+    /// The first text field called `name`.
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Random faults drawn for requests with no scripted answer.
+struct Faults {
+    error_500: f64,
+    rate_limited: f64,
+    retry_after: Duration,
+    rng: StdRng,
+}
+
+/// What a test can change, and what the fake saw.
+struct Script {
+    latency: Duration,
+    queue: VecDeque<Scripted>,
+    faults: Option<Faults>,
+    arrivals: Vec<Instant>,
+    requests: Vec<RecordedRequest>,
+}
+
+struct Shared {
+    api_key: String,
+    script: Mutex<Script>,
+    calls: AtomicU64,
+    in_flight: AtomicU64,
+    max_in_flight: AtomicU64,
+    next_request_id: AtomicU64,
+}
+
+impl Shared {
+    fn script(&self) -> MutexGuard<'_, Script> {
+        // A test that panicked while holding the lock must not hide the
+        // fake's state from the others.
+        self.script.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A running fake OpenAI server. Dropping it stops accepting connections.
+pub struct FakeOpenAi {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl FakeOpenAi {
+    /// Starts the fake on 127.0.0.1 with a free port, accepting `api_key`.
+    pub async fn start(api_key: &str) -> Self {
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), api_key).await.expect("binding 127.0.0.1:0")
+    }
+
+    /// Starts the fake on `addr` (port 0 picks a free one), accepting
+    /// `api_key`. For running it by hand on a known port.
+    pub async fn start_on(addr: SocketAddr, api_key: &str) -> std::io::Result<Self> {
+        let shared = Arc::new(Shared {
+            api_key: api_key.to_string(),
+            script: Mutex::new(Script {
+                latency: Duration::ZERO,
+                queue: VecDeque::new(),
+                faults: None,
+                arrivals: Vec::new(),
+                requests: Vec::new(),
+            }),
+            calls: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            max_in_flight: AtomicU64::new(0),
+            next_request_id: AtomicU64::new(1),
+        });
+        let app = Router::new()
+            .route("/v1/audio/transcriptions", post(transcriptions))
+            .fallback(unknown_route)
+            .layer(DefaultBodyLimit::max(MAX_CONTENT_BYTES))
+            .with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let server = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!("fake OpenAI server stopped: {e}");
+            }
+        });
+        Ok(Self { addr, shared, server })
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The base URL to configure (`OPENAI_BASE_URL`): `http://127.0.0.1:PORT`,
+    /// without `/v1`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every answer waits this long after the request was read.
+    pub fn set_latency(&self, latency: Duration) {
+        self.shared.script().latency = latency;
+    }
+
+    /// Queues answers for the next requests, after those already queued.
+    pub fn push_script(&self, answers: Vec<Scripted>) {
+        self.shared.script().queue.extend(answers);
+    }
+
+    /// Answers requests with no scripted answer at random, from a generator
+    /// seeded with `seed`: 500 with probability `error_500`, 429 with a
+    /// `retry_after` (as [`Scripted::RateLimited`]) with probability
+    /// `rate_limited`, `Ok` otherwise. The draws follow arrival order.
+    pub fn set_fault_rates(&self, error_500: f64, rate_limited: f64, retry_after: Duration, seed: u64) {
+        assert!(error_500 >= 0.0 && rate_limited >= 0.0 && error_500 + rate_limited <= 1.0, "rates are probabilities");
+        self.shared.script().faults = Some(Faults { error_500, rate_limited, retry_after, rng: StdRng::seed_from_u64(seed) });
+    }
+
+    /// Stops drawing random faults.
+    pub fn clear_faults(&self) {
+        self.shared.script().faults = None;
+    }
+
+    /// Requests received on the transcription endpoint so far.
+    pub fn calls(&self) -> u64 {
+        self.shared.calls.load(Ordering::SeqCst)
+    }
+
+    /// The most requests that were in progress at once (from arrival to
+    /// the end of the answer's latency).
+    pub fn max_in_flight(&self) -> u64 {
+        self.shared.max_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Requests in progress now.
+    pub fn in_flight(&self) -> u64 {
+        self.shared.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// When each request arrived, in order.
+    pub fn arrivals(&self) -> Vec<Instant> {
+        self.shared.script().arrivals.clone()
+    }
+
+    /// Every request with the fields it carried, in order of arrival at
+    /// the point its body had been read.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.shared.script().requests.clone()
+    }
+}
+
+impl Drop for FakeOpenAi {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// Counts a request in flight until dropped.
+struct InFlight(Arc<Shared>);
+
+impl InFlight {
+    fn enter(shared: &Arc<Shared>) -> Self {
+        let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        shared.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        Self(shared.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// What the form held.
+#[derive(Default)]
+struct Form {
+    fields: Vec<(String, String)>,
+    file: Option<(RecordedFile, bytes::Bytes)>,
+}
+
+/// An error answer: status and OpenAI's envelope.
+struct ApiError {
+    status: StatusCode,
+    message: String,
+    kind: &'static str,
+    param: Option<&'static str>,
+    code: Option<&'static str>,
+}
+
+impl ApiError {
+    fn new(status: u16, message: impl Into<String>, kind: &'static str) -> Self {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        Self { status, message: message.into(), kind, param: None, code: None }
+    }
+
+    fn param(mut self, param: &'static str) -> Self {
+        self.param = Some(param);
+        self
+    }
+
+    fn code(mut self, code: &'static str) -> Self {
+        self.code = Some(code);
+        self
+    }
+
+    fn body(&self) -> serde_json::Value {
+        json!({"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}})
+    }
+}
+
+async fn transcriptions(State(shared): State<Arc<Shared>>, headers: HeaderMap, form: Result<Multipart, MultipartRejection>) -> Response {
+    let arrived = Instant::now();
+    shared.calls.fetch_add(1, Ordering::SeqCst);
+    let _in_flight = InFlight::enter(&shared);
+    shared.script().arrivals.push(arrived);
+
+    let header_text = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let authorization = header_text(header::AUTHORIZATION);
+    let content_type = header_text(header::CONTENT_TYPE);
+    // Read the whole body first, whatever the verdict, so the client never
+    // sees its upload cut short.
+    let form = read_form(form, &headers).await;
+    let verdict = check_auth(&shared.api_key, authorization.as_deref())
+        .and_then(|()| form.as_ref().map_err(|e| ApiError::new(e.status.as_u16(), e.message.clone(), e.kind)))
+        .and_then(|form| validate(form).map(|()| form));
+
+    let (answer, latency) = {
+        let mut script = shared.script();
+        let answer = match &verdict {
+            Ok(_) => Some(next_answer(&mut script)),
+            Err(_) => None,
+        };
+        let (fields, file) = match &form {
+            Ok(form) => (form.fields.clone(), form.file.as_ref().map(|(f, _)| f.clone())),
+            Err(_) => (Vec::new(), None),
+        };
+        let answered = match (&answer, &verdict) {
+            (Some(answer), _) => answer.status(),
+            (None, Err(e)) => Some(e.status.as_u16()),
+            (None, Ok(_)) => unreachable!("an accepted request has an answer"),
+        };
+        script.requests.push(RecordedRequest { arrived, authorization, content_type, fields, file, answered });
+        (answer, script.latency)
+    };
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+
+    let request_id = format!("req_{:032x}", shared.next_request_id.fetch_add(1, Ordering::SeqCst));
+    let mut response = match (verdict, answer) {
+        (Err(error), _) => error_response(&error, &[]),
+        (Ok(form), Some(answer)) => answer_response(form, answer).await,
+        (Ok(_), None) => unreachable!("an accepted request has an answer"),
+    };
+    let headers = response.headers_mut();
+    headers.insert("x-request-id", HeaderValue::from_str(&request_id).expect("ascii"));
+    headers.insert("openai-version", HeaderValue::from_static("2020-10-01"));
+    headers.insert("openai-processing-ms", HeaderValue::from(latency.as_millis() as u64));
+    response
+}
+
+/// The next answer: the script first, then the fault rates, then `Ok`.
+fn next_answer(script: &mut Script) -> Scripted {
+    if let Some(answer) = script.queue.pop_front() {
+        return answer;
+    }
+    let Some(faults) = script.faults.as_mut() else { return Scripted::Ok };
+    let draw: f64 = faults.rng.random();
+    if draw < faults.error_500 {
+        Scripted::Status500
+    } else if draw < faults.error_500 + faults.rate_limited {
+        Scripted::RateLimited { retry_after: Some(faults.retry_after) }
+    } else {
+        Scripted::Ok
+    }
+}
+
+fn check_auth(api_key: &str, authorization: Option<&str>) -> Result<(), ApiError> {
+    let Some(value) = authorization else {
+        return Err(ApiError::new(
+            401,
+            "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY). You can obtain an API key from https://platform.openai.com/account/api-keys.",
+            "invalid_request_error",
+        ));
+    };
+    match value.strip_prefix("Bearer ") {
+        Some(key) if key == api_key => Ok(()),
+        given => Err(ApiError::new(
+            401,
+            format!(
+                "Incorrect API key provided: {}. You can find your API key at https://platform.openai.com/account/api-keys.",
+                mask(given.unwrap_or(value))
+            ),
+            "invalid_request_error",
+        )
+        .code("invalid_api_key")),
+    }
+}
+
+/// `sk-abc...wxyz` -> `sk-a*********wxyz`, as OpenAI shows a wrong key.
+fn mask(key: &str) -> String {
+    let chars: Vec<char> = key.chars().collect();
+    if chars.len() <= 8 {
+        return "*".repeat(chars.len());
+    }
+    let head: String = chars[..4].iter().collect();
+    let tail: String = chars[chars.len() - 4..].iter().collect();
+    format!("{head}{}{tail}", "*".repeat(chars.len() - 8))
+}
+
+async fn read_form(form: Result<Multipart, MultipartRejection>, headers: &HeaderMap) -> Result<Form, ApiError> {
+    let mut multipart = form.map_err(|_| {
+        let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("none");
+        ApiError::new(400, format!("Invalid Content-Type header ({content_type}), expected multipart/form-data."), "invalid_request_error")
+    })?;
+    let too_large = || {
+        let read = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+        let read = read.unwrap_or(MAX_CONTENT_BYTES as u64 + 1);
+        ApiError::new(413, format!("Maximum content size limit ({MAX_CONTENT_BYTES}) exceeded ({read} bytes read)"), "server_error")
+    };
+    let unreadable = |e: axum::extract::multipart::MultipartError| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            too_large()
+        } else {
+            ApiError::new(400, format!("Could not parse multipart form: {}", e.body_text()), "invalid_request_error")
+        }
+    };
+    let mut form = Form::default();
+    while let Some(field) = multipart.next_field().await.map_err(unreadable)? {
+        let name = field.name().unwrap_or_default().to_string();
+        let filename = field.file_name().map(str::to_string);
+        let content_type = field.content_type().map(str::to_string);
+        if name == "file" && form.file.is_none() {
+            let bytes = field.bytes().await.map_err(unreadable)?;
+            let file = RecordedFile { filename, content_type, len: bytes.len(), sha256: hex::encode(Sha256::digest(&bytes)) };
+            form.file = Some((file, bytes));
+        } else {
+            let bytes = field.bytes().await.map_err(unreadable)?;
+            form.fields.push((name, String::from_utf8_lossy(&bytes).into_owned()));
+        }
+    }
+    Ok(form)
+}
+
+/// The checks OpenAI makes on the form (§1.2, §1.4).
+fn validate(form: &Form) -> Result<(), ApiError> {
+    let field = |name: &str| form.fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+    let Some((file, _)) = &form.file else {
+        return Err(ApiError::new(400, "Missing required parameter: 'file'.", "invalid_request_error").param("file"));
+    };
+    let extension = file.filename.as_deref().and_then(|f| f.rsplit_once('.')).map(|(_, ext)| ext.to_ascii_lowercase());
+    if !extension.is_some_and(|ext| SUPPORTED_FORMATS.contains(&ext.as_str())) {
+        let list = SUPPORTED_FORMATS.iter().map(|f| format!("'{f}'")).collect::<Vec<_>>().join(", ");
+        return Err(ApiError::new(400, format!("Invalid file format. Supported formats: [{list}]"), "invalid_request_error"));
+    }
+    if field("model").is_none_or(|m| m.trim().is_empty()) {
+        return Err(ApiError::new(400, "you must provide a model parameter", "invalid_request_error").param("model"));
+    }
+    if let Some(t) = field("temperature") {
+        if !t.trim().parse::<f64>().is_ok_and(|t| (0.0..=1.0).contains(&t)) {
+            return Err(ApiError::new(400, format!("Invalid temperature {t:?}: expected a number between 0 and 1."), "invalid_request_error").param("temperature"));
+        }
+    }
+    let format = field("response_format").unwrap_or("json");
+    if !["json", "text", "srt", "vtt", "verbose_json"].contains(&format) {
+        return Err(ApiError::new(400, format!("Invalid value for 'response_format': '{format}'."), "invalid_request_error").param("response_format"));
+    }
+    Ok(())
+}
+
+async fn answer_response(form: &Form, answer: Scripted) -> Response {
+    match answer {
+        Scripted::Ok => success(form, StatusCode::OK),
+        Scripted::Status(status) if (200..300).contains(&status) => success(form, StatusCode::from_u16(status).expect("2xx")),
+        Scripted::Status500 => error_response(
+            &ApiError::new(500, "The server had an error while processing your request. Sorry about that!", "server_error"),
+            &[],
+        ),
+        Scripted::RateLimited { retry_after } => {
+            let mut headers = Vec::new();
+            if let Some(wait) = retry_after {
+                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                headers.push(("retry-after", secs.max(1).to_string()));
+                if wait.subsec_nanos() > 0 {
+                    headers.push(("retry-after-ms", format!("{}", wait.as_secs_f64() * 1000.0)));
+                }
+            }
+            error_response(&rate_limit_error(), &headers)
+        }
+        Scripted::RateLimitedMs(ms) => error_response(&rate_limit_error(), &[("retry-after-ms", format!("{ms}"))]),
+        Scripted::RateLimitedUntil(at) => error_response(&rate_limit_error(), &[("retry-after", httpdate::fmt_http_date(at))]),
+        Scripted::InsufficientQuota => error_response(
+            &ApiError::new(
+                429,
+                "You exceeded your current quota, please check your plan and billing details. For more information on this error, read the docs: https://platform.openai.com/docs/guides/error-codes/api-errors.",
+                "insufficient_quota",
+            )
+            .code("insufficient_quota"),
+            &[],
+        ),
+        Scripted::Hang => std::future::pending().await,
+        Scripted::Status(status) => {
+            let kind = if status >= 500 { "server_error" } else { "invalid_request_error" };
+            error_response(&ApiError::new(status, format!("Scripted status {status} from the fake OpenAI server."), kind), &[])
+        }
+    }
+}
+
+fn rate_limit_error() -> ApiError {
+    ApiError::new(
+        429,
+        "Rate limit reached for whisper-1 in organization org-fake on requests per min (RPM): Limit 50, Used 50, Requested 1. Please try again in 1.2s.",
+        "requests",
+    )
+    .code("rate_limit_exceeded")
+}
+
+fn error_response(error: &ApiError, headers: &[(&'static str, String)]) -> Response {
+    let mut response = (error.status, axum::Json(error.body())).into_response();
+    for (name, value) in headers {
+        response.headers_mut().insert(*name, HeaderValue::from_str(value).expect("header values are ascii"));
+    }
+    response
+}
+
+/// A transcription in the requested `response_format`.
+fn success(form: &Form, status: StatusCode) -> Response {
+    let (_, audio) = form.file.as_ref().expect("validated");
+    let text = transcript_text(audio);
+    let language = form.fields.iter().find(|(n, _)| n == "language").map(|(_, v)| v.as_str()).unwrap_or("en");
+    let format = form.fields.iter().find(|(n, _)| n == "response_format").map(|(_, v)| v.as_str()).unwrap_or("json");
+    let usage = json!({"type": "duration", "seconds": 1});
+    match format {
+        "text" => (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{text}\n")).into_response(),
+        "srt" => (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("1\n00:00:00,000 --> 00:00:01,000\n{text}\n\n")).into_response(),
+        "vtt" => (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("WEBVTT\n\n00:00:00.000 --> 00:00:01.000\n{text}\n\n")).into_response(),
+        "verbose_json" => {
+            let segment = json!({
+                "id": 0, "seek": 0, "start": 0.0, "end": 1.0, "text": format!(" {text}"), "tokens": [50364],
+                "temperature": 0.0, "avg_logprob": -0.25, "compression_ratio": 1.0, "no_speech_prob": 0.01,
+            });
+            let body = json!({
+                "task": "transcribe", "language": language_name(language), "duration": 1.0, "text": text,
+                "segments": [segment], "usage": usage,
+            });
+            (status, axum::Json(body)).into_response()
+        }
+        _ => (status, axum::Json(json!({"text": text, "usage": usage}))).into_response(),
+    }
+}
+
+/// `verbose_json` names the language in full, lowercase (§1.3).
+fn language_name(code: &str) -> &str {
+    match code {
+        "en" => "english",
+        "fr" => "french",
+        "de" => "german",
+        "es" => "spanish",
+        other => other,
+    }
+}
+
+/// Anything but the transcription endpoint: OpenAI's 404 envelope.
+async fn unknown_route(method: Method, uri: Uri) -> Response {
+    error_response(&ApiError::new(404, format!("Invalid URL ({method} {})", uri.path()), "invalid_request_error"), &[])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transcripts_depend_on_the_audio_only() {
+        assert_eq!(transcript_text(b""), "transcript of 0 bytes e3b0c442");
+        assert_eq!(transcript_text(b"abc"), transcript_text(b"abc"));
+        assert_ne!(transcript_text(b"abc"), transcript_text(b"abd"));
+    }
+
+    #[test]
+    fn wrong_keys_are_masked() {
+        assert_eq!(mask("sk-abcdefghijkl"), "sk-a*******ijkl");
+        assert_eq!(mask("short"), "*****");
+    }
+}

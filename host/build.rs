@@ -8,8 +8,8 @@ use std::path::Path;
 
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ sits in the workspace");
-    println!("cargo:rerun-if-changed={}", root.join("wit").display());
-    println!("cargo:rerun-if-changed=build");
+    guests::rerun_if_any_file_changes(&root.join("wit"));
+    guests::rerun_if_any_file_changes(Path::new("build"));
     let artifacts = guests::Guests {
         workspace: &root.join("plugins"),
         subcommand: &["build"],

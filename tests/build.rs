@@ -10,7 +10,7 @@ use std::path::Path;
 
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ sits in the workspace");
-    println!("cargo:rerun-if-changed={}", root.join("wit").display());
+    guests::rerun_if_any_file_changes(&root.join("wit"));
     let mut artifacts = guests::Guests {
         workspace: &root.join("tests/guests"),
         subcommand: &["build"],

@@ -37,7 +37,7 @@ impl Guests<'_> {
     /// Builds in release mode and copies every `.wasm` artifact into
     /// `OUT_DIR/<label>/`. Panics (failing the outer build) with the reason.
     pub fn build(&self) -> Vec<Artifact> {
-        println!("cargo:rerun-if-changed={}", self.workspace.display());
+        rerun_if_any_file_changes(self.workspace);
         match self.subcommand.first() {
             Some(&"component") => require_cargo_component(),
             _ => require_target(self.target),
@@ -58,9 +58,17 @@ impl Guests<'_> {
         if self.subcommand.first() == Some(&"build") {
             command.args(["--target", self.target]);
         }
+        // Stale artifacts of renamed or removed crates must not be embedded:
+        // remove them all, and cargo relinks what the workspace still has.
+        let release_dir = target_dir.join(self.target).join("release");
+        for old in std::fs::read_dir(&release_dir).into_iter().flatten().flatten() {
+            if old.path().extension().is_some_and(|e| e == "wasm") {
+                let _ = std::fs::remove_file(old.path());
+            }
+        }
         let status = command.status().unwrap_or_else(|e| panic!("cannot run cargo for {}: {e}", self.label));
         assert!(status.success(), "building the wasm guests in {} failed (see above)", self.workspace.display());
-        self.collect(&target_dir.join(self.target).join("release"), &out_dir.join(self.label))
+        self.collect(&release_dir, &out_dir.join(self.label))
     }
 
     fn collect(&self, from: &Path, to: &Path) -> Vec<Artifact> {
@@ -79,6 +87,27 @@ impl Guests<'_> {
             .collect();
         artifacts.sort_by(|a, b| a.name.cmp(&b.name));
         artifacts
+    }
+}
+
+/// Asks cargo to rerun the build script when any file under `dir` changes
+/// (every file is named: a directory alone is not reliably rescanned),
+/// skipping `target/` and hidden entries.
+pub fn rerun_if_any_file_changes(dir: &Path) {
+    println!("cargo:rerun-if-changed={}", dir.display());
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') || name == "target" {
+            continue;
+        }
+        if path.is_dir() {
+            rerun_if_any_file_changes(&path);
+        } else {
+            println!("cargo:rerun-if-changed={}", path.display());
+        }
     }
 }
 

@@ -23,6 +23,32 @@ pub struct PluginBench {
     pub provider: Option<PathBuf>,
 }
 
+/// The benchmark could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// A temporary directory or a file could not be used.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// The configuration was refused.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The plugin runtime did not start.
+    #[error(transparent)]
+    Start(#[from] crate::plugins::StartError),
+    /// The directory watcher did not start.
+    #[error("watching the plugin directory: {0}")]
+    Watch(#[from] notify::Error),
+    /// A plugin was refused.
+    #[error(transparent)]
+    Install(#[from] crate::plugins::InstallError),
+    /// A plugin call failed.
+    #[error(transparent)]
+    Call(#[from] crate::plugins::PluginError),
+    /// The measurement itself went wrong.
+    #[error("{0}")]
+    Measure(String),
+}
+
 /// Median and p99 of a set of durations.
 pub struct Summary {
     /// The median.
@@ -33,6 +59,9 @@ pub struct Summary {
 
 impl Summary {
     fn of(mut samples: Vec<Duration>) -> Self {
+        if samples.is_empty() {
+            return Self { median: Duration::ZERO, p99: Duration::ZERO };
+        }
         samples.sort();
         let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
         Self { median: at(0.5), p99: at(0.99) }
@@ -40,7 +69,7 @@ impl Summary {
 }
 
 /// Runs the benchmark in a temporary data directory and prints its figures.
-pub async fn run_plugins(settings: &PluginBench) -> Result<(), Box<dyn std::error::Error>> {
+pub async fn run_plugins(settings: &PluginBench) -> Result<(), BenchError> {
     let dir = tempfile::tempdir()?;
     let vars = HashMap::from([("SCRIBE_DATA_DIR".to_string(), dir.path().display().to_string())]);
     let config = Config::from_vars(vars)?;
@@ -53,13 +82,9 @@ pub async fn run_plugins(settings: &PluginBench) -> Result<(), Box<dyn std::erro
     print_us("priority ranking of 10 users (fresh pooled instance)", &rank);
     match provider_name(&plugins, settings).await? {
         Some(name) => {
-            let mut samples = Vec::with_capacity(settings.iterations);
-            for _ in 0..settings.iterations {
-                let start = Instant::now();
-                plugins.probe_provider(&name).await?;
-                samples.push(start.elapsed());
-            }
-            print_us(&format!("provider instantiation + info() ({name})"), &Summary::of(samples));
+            plugins.probe_provider(&name).await?;
+            let instantiations = time_each(settings.iterations, || plugins.probe_provider(&name)).await;
+            print_us(&format!("provider instantiation + info() ({name})"), &instantiations);
         }
         None => println!("provider instantiation: skipped (no provider loaded; pass --provider FILE)"),
     }
@@ -77,15 +102,24 @@ fn print_us(what: &str, s: &Summary) {
     println!("{what}: median {:.1} us, p99 {:.1} us", s.median.as_secs_f64() * 1e6, s.p99.as_secs_f64() * 1e6);
 }
 
-async fn retry_decisions(plugins: &Plugins, n: usize) -> Summary {
-    let input = RetryInput { attempt: 2, error: ProviderError::Transient("bench".into()), elapsed_ms: 10 };
+/// Times `n` sequential calls of `call`, one sample each.
+async fn time_each<F, Fut>(n: usize, mut call: F) -> Summary
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future,
+{
     let mut samples = Vec::with_capacity(n);
     for _ in 0..n {
         let start = Instant::now();
-        std::hint::black_box(plugins.decide_retry(&input).await);
+        std::hint::black_box(call().await);
         samples.push(start.elapsed());
     }
     Summary::of(samples)
+}
+
+async fn retry_decisions(plugins: &Plugins, n: usize) -> Summary {
+    let input = RetryInput { attempt: 2, error: ProviderError::Transient("bench".into()), elapsed_ms: 10 };
+    time_each(n, || plugins.decide_retry(&input)).await
 }
 
 async fn rank_decisions(plugins: &Plugins, n: usize) -> Summary {
@@ -100,16 +134,10 @@ async fn rank_decisions(plugins: &Plugins, n: usize) -> Summary {
             user_last_dispatch_ms: Some(u64::from(i) * 7),
         })
         .collect();
-    let mut samples = Vec::with_capacity(n);
-    for _ in 0..n {
-        let start = Instant::now();
-        std::hint::black_box(plugins.rank(&candidates).await);
-        samples.push(start.elapsed());
-    }
-    Summary::of(samples)
+    time_each(n, || plugins.rank(&candidates)).await
 }
 
-async fn provider_name(plugins: &Plugins, settings: &PluginBench) -> Result<Option<String>, Box<dyn std::error::Error>> {
+async fn provider_name(plugins: &Plugins, settings: &PluginBench) -> Result<Option<String>, BenchError> {
     if let Some(path) = &settings.provider {
         plugins.install("bench-provider", std::fs::read(path)?, Source::File).await?;
         return Ok(Some("bench-provider".into()));
@@ -120,8 +148,9 @@ async fn provider_name(plugins: &Plugins, settings: &PluginBench) -> Result<Opti
 /// Writes new versions of the built-in retry policy into the plugin
 /// directory (same code, a different custom section, so a new content
 /// hash) and times each until a decision is served by it.
-async fn hot_swaps(plugins: &Arc<Plugins>, dir: &std::path::Path, n: usize) -> Result<Summary, Box<dyn std::error::Error>> {
-    let base = crate::plugins::builtin_bytes("retry-backoff").ok_or("retry-backoff is not built in")?;
+async fn hot_swaps(plugins: &Arc<Plugins>, dir: &std::path::Path, n: usize) -> Result<Summary, BenchError> {
+    let base = crate::plugins::builtin_bytes("retry-backoff")
+        .ok_or_else(|| BenchError::Measure("retry-backoff is not built in".into()))?;
     let input = RetryInput { attempt: 1, error: ProviderError::Transient("bench".into()), elapsed_ms: 0 };
     let mut samples = Vec::with_capacity(n);
     for i in 0..n {
@@ -137,7 +166,7 @@ async fn hot_swaps(plugins: &Arc<Plugins>, dir: &std::path::Path, n: usize) -> R
                 break;
             }
             if start.elapsed() > Duration::from_secs(30) {
-                return Err("a new version was not published within 30 s".into());
+                return Err(BenchError::Measure("a new version was not published within 30 s".into()));
             }
             tokio::time::sleep(Duration::from_micros(200)).await;
         }

@@ -191,7 +191,7 @@ fn plugin_tables(
             reason: format!("[plugins]: {e}"),
         })?;
     for name in plugins.keys() {
-        if !crate::plugins::is_valid_name(name) {
+        if !is_valid_plugin_name(name) {
             return Err(ConfigError::Invalid {
                 name: format!("[plugins.{name}]"),
                 value: name.clone(),
@@ -199,7 +199,39 @@ fn plugin_tables(
             });
         }
     }
+    for (name, settings) in &plugins {
+        check_plugin_limits(name, settings)?;
+    }
     Ok(plugins)
+}
+
+/// Whether `name` can name a plugin: lowercase ASCII letters, digits and
+/// '-', starting with a letter, at most 64 bytes (it becomes a file name and
+/// a metric label).
+pub fn is_valid_plugin_name(name: &str) -> bool {
+    name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+/// Refuses limits of 0, which would make every call of the plugin fail.
+fn check_plugin_limits(name: &str, settings: &PluginSettings) -> Result<(), ConfigError> {
+    let limits = [
+        ("deadline_ms", settings.deadline_ms),
+        ("memory_mb", settings.memory_mb),
+        ("fuel", settings.fuel),
+        ("max_output_bytes", settings.max_output_bytes),
+        ("max_concurrent", settings.max_concurrent.map(u64::from)),
+        ("rate_limit_per_minute", settings.rate_limit_per_minute.map(u64::from)),
+    ];
+    match limits.into_iter().find(|(_, value)| *value == Some(0)) {
+        Some((key, _)) => Err(ConfigError::Invalid {
+            name: format!("[plugins.{name}] {key}"),
+            value: "0".into(),
+            reason: "must be at least 1".into(),
+        }),
+        None => Ok(()),
+    }
 }
 
 fn map_plugin_env(
@@ -340,6 +372,24 @@ mod tests {
         assert_eq!(p.config["model"], "whisper-1");
         assert_eq!(p.config["api_key"], "sk-test");
         assert_eq!(p.allowed_hosts, vec!["api.openai.com", "127.0.0.1:4000"]);
+    }
+
+    #[test]
+    fn plugin_names_are_file_and_label_safe() {
+        assert!(is_valid_plugin_name("openai-whisper"));
+        assert!(is_valid_plugin_name("p2"));
+        for bad in ["", "Upper", "../x", "a.b", "-lead", "a b", &"x".repeat(65)] {
+            assert!(!is_valid_plugin_name(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_zero_plugin_limit_is_refused_naming_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("scribe.toml");
+        std::fs::write(&path, "[plugins.x]\ndeadline_ms = 0\n").unwrap();
+        let err = Config::from_vars(vars(&[("SCRIBE_CONFIG", path.to_str().unwrap())])).unwrap_err();
+        assert!(err.to_string().starts_with("[plugins.x] deadline_ms"), "{err}");
     }
 
     #[test]

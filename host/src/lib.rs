@@ -8,11 +8,16 @@
 //! - [`bench`]: the `scribe bench` measurements;
 //! - [`plugins`]: the plugin runtime (engines, sandbox, registry, hot swap);
 //!   it knows nothing of jobs, users or storage;
-//! - [`config`] and [`metrics`] at the bottom, importing none of the above.
+//! - [`store`] (users and jobs, durably) and [`users`] (API keys);
+//! - [`config`], [`metrics`], [`clock`] and [`files`] at the bottom, importing none of the above.
 
 pub mod api;
 pub mod bench;
+pub mod clock;
 pub mod config;
+pub mod files;
 pub mod metrics;
 pub mod plugins;
 pub mod server;
+pub mod store;
+pub mod users;

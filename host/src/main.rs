@@ -22,11 +22,28 @@ enum Command {
     /// Starts the HTTP server (configuration from the environment and
     /// SCRIBE_CONFIG).
     Serve,
+    /// Manages users (works while a server runs on the same database).
+    Users {
+        #[command(subcommand)]
+        what: UsersCommand,
+    },
     /// Measures and prints figures.
     Bench {
         #[command(subcommand)]
         what: BenchCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// Creates a user and prints its API key (as the last line; it is not
+    /// stored and cannot be shown again).
+    Add {
+        /// The user's unique name.
+        name: String,
+    },
+    /// Lists users.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -55,9 +72,10 @@ async fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Serve => serve().await,
+        Command::Users { what } => users(what).await,
         Command::Bench { what: BenchCommand::Plugins { iterations, swaps, provider } } => {
             let settings = PluginBench { iterations, swaps, provider };
-            bench::run_plugins(&settings).await.map_err(|e| anyhow::anyhow!("{e}"))
+            Ok(bench::run_plugins(&settings).await?)
         }
     }
 }
@@ -70,6 +88,26 @@ async fn serve() -> anyhow::Result<()> {
     tokio::select! {
         result = running.wait() => result?,
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; stopping"),
+    }
+    Ok(())
+}
+
+async fn users(command: UsersCommand) -> anyhow::Result<()> {
+    let config = Config::from_env().context("configuration")?;
+    let store = scribe_host::store::open(&config).await.context("opening the database")?;
+    match command {
+        UsersCommand::Add { name } => {
+            let now = scribe_host::clock::now_ms();
+            let (user, key) = scribe_host::users::add(&*store, &name, now).await?;
+            println!("created user {} (id {})", user.name, user.id);
+            println!("API key (shown once; send it as Authorization: Bearer <key>):");
+            println!("{key}");
+        }
+        UsersCommand::List => {
+            for user in store.list_users().await? {
+                println!("{}\t{}\t{}", user.name, user.id, user.created_at_ms);
+            }
+        }
     }
     Ok(())
 }

@@ -3,7 +3,8 @@
 //! 127.0.0.1 that plugins talk to.
 //!
 //! The test files are in `tests/tests/`: `sandbox` (hostile guests),
-//! `hot_swap`, `policies`, `template` and `admin_api`.
+//! `hot_swap`, `policies`, `template`, `admin_api` and `openai_plugin`.
+//! [`fake_openai`] stands in for OpenAI's transcription API.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -15,6 +16,8 @@ use std::time::Duration;
 use scribe_host::config::Config;
 use scribe_host::metrics::Metrics;
 use scribe_host::plugins::Plugins;
+
+pub mod fake_openai;
 
 mod table {
     include!(concat!(env!("OUT_DIR"), "/test_guests.rs"));

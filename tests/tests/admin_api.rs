@@ -67,6 +67,12 @@ async fn uploads_publish_persist_and_refuse_bad_components() {
     let client = reqwest::Client::new();
     let put = |name: &str, body: Vec<u8>| client.put(format!("{base}/{name}")).bearer_auth(KEY).body(body).send();
 
+    let keyless = client.put(format!("{base}/echo")).body(guest("echo-v1").to_vec()).send().await.unwrap();
+    problem(keyless, StatusCode::UNAUTHORIZED).await;
+    assert!(server.plugins.get("echo").is_none(), "nothing was installed without the key");
+    let wrong_method = client.post(format!("{base}/echo")).bearer_auth(KEY).send().await.unwrap();
+    problem(wrong_method, StatusCode::METHOD_NOT_ALLOWED).await;
+
     let created = put("echo", guest("echo-v1").to_vec()).await.unwrap();
     assert_eq!(created.status(), StatusCode::CREATED);
     let created: Value = created.json().await.unwrap();

@@ -104,7 +104,7 @@ async fn priority_fair_orders_class_then_fewest_running_then_least_recently_serv
 
 #[tokio::test]
 async fn a_broken_retry_policy_falls_back_to_the_default_and_is_counted() {
-    for mode in ["panic", "loop"] {
+    for (mode, failure) in [("panic", "trap"), ("loop", "fuel"), ("sleep", "hung")] {
         let toml = format!("[plugins.retry-backoff.config]\nmode = \"{mode}\"\n");
         let host = TestHost::start(&toml, &[]).await;
         // hostile-retry passes its smoke call (attempt 1) and breaks on
@@ -114,7 +114,7 @@ async fn a_broken_retry_policy_falls_back_to_the_default_and_is_counted() {
         let decision = host.plugins.decide_retry(&failed(2, transient())).await;
         assert!(matches!(decision, RetryDecision::RetryIn(ms) if ms <= 1000), "{mode}: the default decided: {decision:?}");
         assert_eq!(host.plugins.metrics().policy_fallbacks.with_label_values(&["retry"]).get(), 1, "{mode}: counted");
-        let failures = host.plugins.metrics().plugin_failures.with_label_values(&["retry-backoff", if mode == "panic" { "trap" } else { "fuel" }]).get();
+        let failures = host.plugins.metrics().plugin_failures.with_label_values(&["retry-backoff", failure]).get();
         assert_eq!(failures, 1, "{mode}: the failure is counted by kind");
     }
 }

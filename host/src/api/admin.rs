@@ -59,7 +59,11 @@ fn install_problem(error: InstallError) -> Problem {
         InstallError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         InstallError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
         InstallError::WorldMismatch { .. } => StatusCode::CONFLICT,
-        InstallError::Compile(_) | InstallError::UnknownWorld | InstallError::Link(_) | InstallError::Smoke(_) => {
+        InstallError::Compile(_)
+        | InstallError::UnknownWorld
+        | InstallError::Link(_)
+        | InstallError::Smoke(_)
+        | InstallError::Settings(_) => {
             StatusCode::UNPROCESSABLE_ENTITY
         }
     };

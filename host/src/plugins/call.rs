@@ -1,33 +1,74 @@
 //! One bounded call into a plugin: a fresh `Store`, a pooled instance, a
-//! deadline, a memory cap, fuel for policies, and the failure turned into a
+//! deadline, a memory cap, fuel for policies, and any failure turned into a
 //! typed [`PluginError`] that is logged and counted.
+//!
+//! Every call, whatever its world and whoever makes it (the scheduler, a
+//! smoke call, a probe), goes through [`Plugins::run`], so no path escapes
+//! the bounds. Two clocks stop a call: the epoch callback stops a guest
+//! that computes past its deadline, and a tokio timeout a little later
+//! stops one that waits on the host (I/O, sleeps) past it.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmtime::{Store, Trap, UpdateDeadline};
 
-use super::bindings;
+use super::bindings::{self, priority, provider, retry};
 use super::engine::Kind;
 use super::error::{CallError, PluginError, PluginErrorKind, ProviderError};
 use super::registry::{Loaded, Pre, World};
-use super::sandbox::StoreState;
-use super::types::{Candidate, RetryDecision, RetryInput, TranscribeRequest, Transcript};
+use super::sandbox::{truncate_utf8, StoreState};
+use super::types::{Candidate, ProviderInfo, RetryDecision, RetryInput, TranscribeRequest, Transcript};
 use super::Plugins;
 
-/// How much later than the plugin's `deadline-ms` the host stops a provider
-/// call that waits on I/O, so the plugin can cancel remote work first.
-pub const PROVIDER_GRACE: Duration = Duration::from_secs(1);
+/// The longest a call may wait on the host past its deadline before the
+/// host stops it (`min(this, deadline)`), so a provider can cancel remote
+/// work first.
+pub const HOST_STOP_GRACE: Duration = Duration::from_secs(1);
+
+/// The longest a smoke call or probe may take (`info()` must be cheap and
+/// do no I/O), so a bad file cannot hold up installs for long.
+pub const SMOKE_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Longest provider error message kept; the rest is cut.
 pub const MAX_ERROR_MESSAGE_BYTES: usize = 4096;
 
+/// A fresh instance of a plugin, typed by world.
+pub(crate) enum Instance {
+    Provider(provider::Provider),
+    Retry(retry::RetryPolicy),
+    Priority(priority::PriorityPolicy),
+}
+
 impl Plugins {
+    /// Runs `call` on a fresh instance of `loaded`, under its limits and
+    /// `deadline`.
+    pub(crate) async fn run<R>(
+        &self,
+        loaded: &Loaded,
+        deadline: Duration,
+        call: impl AsyncFnOnce(&mut Store<StoreState>, Instance) -> wasmtime::Result<R>,
+    ) -> Result<R, PluginError> {
+        let hard_stop = deadline + HOST_STOP_GRACE.min(deadline);
+        let mut store = self.new_store(loaded, deadline);
+        let work = async {
+            let instance = instantiate(&loaded.pre, &mut store).await.map_err(|e| (true, e))?;
+            call(&mut store, instance).await.map_err(|e| (false, e))
+        };
+        match tokio::time::timeout(hard_stop, work).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err((instantiating, err))) => Err(self.classify(loaded, &store, instantiating, err)),
+            Err(_elapsed) => {
+                let kind = PluginErrorKind::Hung { waited_ms: hard_stop.as_millis() as u64 };
+                Err(self.failure(loaded, kind))
+            }
+        }
+    }
+
     /// A fresh store for one call of `loaded`, with its caps and deadline.
-    fn new_store(&self, loaded: &Loaded) -> Store<StoreState> {
-        let kind = loaded.world.kind();
+    fn new_store(&self, loaded: &Loaded, deadline: Duration) -> Store<StoreState> {
         let limits = &loaded.limits;
-        let deadline = Instant::now() + Duration::from_millis(limits.deadline_ms);
         let state = StoreState::new(
             loaded.identity.clone(),
             limits.allowed_hosts.clone(),
@@ -35,32 +76,32 @@ impl Plugins {
             limits.memory_mb,
             deadline,
         );
-        let mut store = Store::new(self.engines.engine(kind), state);
+        let mut store = Store::new(self.engines.engine(loaded.world.kind()), state);
         store.limiter(|s| &mut s.memory);
         if let Some(fuel) = limits.fuel {
             store.set_fuel(fuel).expect("fuel is enabled on the policy engine");
         }
+        // Each tick past the deadline check yields to the executor, so a
+        // computing guest never holds a runtime thread for long.
         store.set_epoch_deadline(1);
-        let on_tick = match kind {
-            Kind::Provider => UpdateDeadline::Yield as fn(u64) -> UpdateDeadline,
-            Kind::Policy => UpdateDeadline::Continue,
-        };
         store.epoch_deadline_callback(move |ctx| {
-            Ok(if Instant::now() >= ctx.data().deadline { UpdateDeadline::Interrupt } else { on_tick(1) })
+            Ok(if Instant::now() >= ctx.data().deadline { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
         });
         store
     }
 
     /// Turns a wasmtime error into what it means, from the store's view.
-    fn classify(&self, loaded: &Loaded, store: &Store<StoreState>, err: wasmtime::Error) -> PluginError {
+    fn classify(&self, loaded: &Loaded, store: &Store<StoreState>, instantiating: bool, err: wasmtime::Error) -> PluginError {
         let limits = &loaded.limits;
         let kind = if store.data().memory.hit {
             PluginErrorKind::MemoryExceeded { memory_mb: limits.memory_mb }
         } else {
             match err.downcast_ref::<Trap>() {
-                Some(Trap::Interrupt) => PluginErrorKind::Timeout { deadline_ms: limits.deadline_ms },
+                Some(Trap::Interrupt) => PluginErrorKind::Timeout { deadline_ms: store.data().deadline_ms },
                 Some(Trap::OutOfFuel) => PluginErrorKind::FuelExhausted { fuel: limits.fuel.unwrap_or(0) },
-                _ => PluginErrorKind::Trap(format!("{err:#}")),
+                Some(_) => PluginErrorKind::Trap(format!("{err:#}")),
+                None if instantiating => PluginErrorKind::Instantiate(format!("{err:#}")),
+                None => PluginErrorKind::Trap(format!("{err:#}")),
             }
         };
         self.failure(loaded, kind)
@@ -82,8 +123,10 @@ impl Plugins {
         self.metrics.plugin_calls.with_label_values(&[&loaded.name, outcome]).inc();
     }
 
-    /// The serving version of `name`, if it implements `world`.
-    pub(crate) fn loaded(&self, name: &str, world: World) -> Result<std::sync::Arc<Loaded>, PluginError> {
+    /// The serving version of `name`, if it implements `world`. Taken
+    /// after the caller holds a slot, so a call waiting for one still gets
+    /// the version serving when it starts.
+    pub(crate) fn loaded(&self, name: &str, world: World) -> Result<Arc<Loaded>, PluginError> {
         let not = |kind| PluginError { plugin: name.to_string(), version: "-".into(), kind };
         let loaded = self.registry.get(name).ok_or_else(|| not(PluginErrorKind::NotLoaded))?;
         if loaded.world != world {
@@ -92,30 +135,23 @@ impl Plugins {
         Ok(loaded)
     }
 
-    /// Calls `transcribe` on the given version.
-    pub(crate) async fn call_transcribe(&self, loaded: &Loaded, request: TranscribeRequest) -> Result<Transcript, CallError> {
-        let Pre::Provider(pre) = &loaded.pre else { unreachable!("checked by loaded()") };
-        let _slot = self.slot(Kind::Provider).await;
+    /// Calls `transcribe` on `loaded`, capping what comes back.
+    pub(crate) async fn transcribe_on(&self, loaded: &Loaded, request: TranscribeRequest) -> Result<Transcript, CallError> {
         loaded.stats.calls.fetch_add(1, Ordering::Relaxed);
-        let deadline_ms = loaded.limits.deadline_ms;
-        let mut store = self.new_store(loaded);
-        let request = bindings::transcribe_request(request, deadline_ms);
-        let call = async {
-            let instance = pre.instantiate_async(&mut store).await?;
-            instance.scribe_plugin_transcriber().call_transcribe(&mut store, &request).await
-        };
-        let hard_stop = Duration::from_millis(deadline_ms) + PROVIDER_GRACE;
-        let outcome = match tokio::time::timeout(hard_stop, call).await {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(err)) => return Err(self.classify(loaded, &store, err).into()),
-            Err(_elapsed) => return Err(self.failure(loaded, PluginErrorKind::Timeout { deadline_ms }).into()),
-        };
-        match outcome {
+        let request = bindings::transcribe_request(request, loaded.limits.deadline_ms);
+        let answer = self
+            .run(loaded, loaded.limits.deadline(), async |store, instance| {
+                let Instance::Provider(p) = instance else { unreachable!("checked by loaded()") };
+                p.scribe_plugin_transcriber().call_transcribe(store, &request).await
+            })
+            .await?;
+        match answer {
             Ok(transcript) => {
                 let transcript = Transcript::from(transcript);
                 let size = transcript.size_bytes() as u64;
                 if size > loaded.limits.max_output_bytes {
-                    let message = format!("transcript of {size} bytes is over the {}-byte cap", loaded.limits.max_output_bytes);
+                    let cap = loaded.limits.max_output_bytes;
+                    let message = format!("transcript of {size} bytes is over the {cap}-byte cap (max_output_bytes)");
                     return Err(self.failure(loaded, PluginErrorKind::InvalidOutput(message)).into());
                 }
                 self.record(loaded, "ok");
@@ -128,80 +164,55 @@ impl Plugins {
         }
     }
 
-    /// Calls `info` on a provider version (the smoke call).
-    pub(crate) async fn call_provider_info(&self, loaded: &Loaded) -> Result<super::types::ProviderInfo, PluginError> {
-        let Pre::Provider(pre) = &loaded.pre else { unreachable!("provider world") };
-        let _slot = self.slot(Kind::Provider).await;
-        let mut store = self.new_store(loaded);
-        let call = async {
-            let instance = pre.instantiate_async(&mut store).await?;
-            instance.scribe_plugin_transcriber().call_info(&mut store).await
-        };
-        match call.await {
-            Ok(info) => Ok(info.into()),
-            Err(err) => Err(self.classify(loaded, &store, err)),
-        }
+    /// Calls a provider's `info` (the smoke call and the probe).
+    pub(crate) async fn provider_info_of(&self, loaded: &Loaded) -> Result<ProviderInfo, PluginError> {
+        let info = self
+            .run(loaded, loaded.limits.deadline().min(SMOKE_DEADLINE), async |store, instance| {
+                let Instance::Provider(p) = instance else { unreachable!("provider world") };
+                p.scribe_plugin_transcriber().call_info(store).await
+            })
+            .await?;
+        Ok(info.into())
     }
 
-    /// Calls a policy's `info` (part of the smoke call) and returns its
-    /// declared version.
-    pub(crate) async fn call_policy_info(&self, loaded: &Loaded) -> Result<String, PluginError> {
-        let _slot = self.slot(Kind::Policy).await;
-        let mut store = self.new_store(loaded);
-        let call = async {
-            let info = match &loaded.pre {
-                Pre::Retry(pre) => pre.instantiate_async(&mut store).await?.scribe_plugin_retry().call_info(&mut store).await?,
-                Pre::Priority(pre) => {
-                    pre.instantiate_async(&mut store).await?.scribe_plugin_prioritizer().call_info(&mut store).await?
-                }
-                Pre::Provider(_) => unreachable!("policy world"),
-            };
-            wasmtime::Result::<_>::Ok(info.version)
-        };
-        match call.await {
-            Ok(version) => Ok(version),
-            Err(err) => Err(self.classify(loaded, &store, err)),
-        }
+    /// Calls a policy's `info` and returns its declared version.
+    pub(crate) async fn policy_version_of(&self, loaded: &Loaded) -> Result<String, PluginError> {
+        let info = self
+            .run(loaded, loaded.limits.deadline().min(SMOKE_DEADLINE), async |store, instance| match instance {
+                Instance::Retry(p) => p.scribe_plugin_retry().call_info(store).await,
+                Instance::Priority(p) => p.scribe_plugin_prioritizer().call_info(store).await,
+                Instance::Provider(_) => unreachable!("policy world"),
+            })
+            .await?;
+        Ok(info.version)
     }
 
     /// Calls a retry policy's `decide`.
-    pub(crate) async fn call_decide(&self, loaded: &Loaded, input: &RetryInput) -> Result<RetryDecision, PluginError> {
-        let Pre::Retry(pre) = &loaded.pre else { unreachable!("retry world") };
-        let _slot = self.slot(Kind::Policy).await;
+    pub(crate) async fn decide_on(&self, loaded: &Loaded, input: &RetryInput) -> Result<RetryDecision, PluginError> {
         loaded.stats.calls.fetch_add(1, Ordering::Relaxed);
-        let mut store = self.new_store(loaded);
-        let config = loaded.limits.config.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        let input = bindings::retry_input(input, config, rand::random());
-        let call = async {
-            let instance = pre.instantiate_async(&mut store).await?;
-            instance.scribe_plugin_retry().call_decide(&mut store, &input).await
-        };
-        match call.await {
-            Ok(decision) => {
-                self.record(loaded, "ok");
-                Ok(bindings::retry_decision(decision))
-            }
-            Err(err) => Err(self.classify(loaded, &store, err)),
-        }
+        let input = bindings::retry_input(input, loaded.limits.config_entries(), rand::random());
+        let decision = self
+            .run(loaded, loaded.limits.deadline(), async |store, instance| {
+                let Instance::Retry(p) = instance else { unreachable!("checked by loaded()") };
+                p.scribe_plugin_retry().call_decide(store, &input).await
+            })
+            .await?;
+        self.record(loaded, "ok");
+        Ok(bindings::retry_decision(decision))
     }
 
     /// Calls a priority policy's `rank`, checking that the answer is a
     /// list of distinct indices into `candidates`.
-    pub(crate) async fn call_rank(&self, loaded: &Loaded, candidates: &[Candidate]) -> Result<Vec<usize>, PluginError> {
-        let Pre::Priority(pre) = &loaded.pre else { unreachable!("priority world") };
-        let _slot = self.slot(Kind::Policy).await;
+    pub(crate) async fn rank_on(&self, loaded: &Loaded, candidates: &[Candidate]) -> Result<Vec<usize>, PluginError> {
         loaded.stats.calls.fetch_add(1, Ordering::Relaxed);
-        let mut store = self.new_store(loaded);
-        let config = loaded.limits.config.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        let input = bindings::rank_input(candidates, now_ms(), config, rand::random());
-        let call = async {
-            let instance = pre.instantiate_async(&mut store).await?;
-            instance.scribe_plugin_prioritizer().call_rank(&mut store, &input).await
-        };
-        let order = match call.await {
-            Ok(answer) => answer,
-            Err(err) => return Err(self.classify(loaded, &store, err)),
-        };
+        let now = crate::clock::now_ms() as u64;
+        let input = bindings::rank_input(candidates, now, loaded.limits.config_entries(), rand::random());
+        let order = self
+            .run(loaded, loaded.limits.deadline(), async |store, instance| {
+                let Instance::Priority(p) = instance else { unreachable!("checked by loaded()") };
+                p.scribe_plugin_prioritizer().call_rank(store, &input).await
+            })
+            .await?;
         match check_order(&order, candidates.len()) {
             Ok(order) => {
                 self.record(loaded, "ok");
@@ -211,7 +222,10 @@ impl Plugins {
         }
     }
 
-    async fn slot(&self, kind: Kind) -> tokio::sync::SemaphorePermit<'_> {
+    /// A slot in `kind`'s pool for a regular call. One slot of each pool is
+    /// kept for smoke calls (installs are serialized, so one suffices), so
+    /// busy or hung calls never block a hot swap.
+    pub(crate) async fn slot(&self, kind: Kind) -> tokio::sync::SemaphorePermit<'_> {
         let slots = match kind {
             Kind::Provider => &self.provider_slots,
             Kind::Policy => &self.policy_slots,
@@ -220,9 +234,12 @@ impl Plugins {
     }
 }
 
-/// Milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+async fn instantiate(pre: &Pre, store: &mut Store<StoreState>) -> wasmtime::Result<Instance> {
+    Ok(match pre {
+        Pre::Provider(pre) => Instance::Provider(pre.instantiate_async(store).await?),
+        Pre::Retry(pre) => Instance::Retry(pre.instantiate_async(store).await?),
+        Pre::Priority(pre) => Instance::Priority(pre.instantiate_async(store).await?),
+    })
 }
 
 fn check_order(order: &[u32], len: usize) -> Result<Vec<usize>, String> {
@@ -241,7 +258,7 @@ fn check_order(order: &[u32], len: usize) -> Result<Vec<usize>, String> {
 }
 
 fn cut_message(error: ProviderError) -> ProviderError {
-    let cut = |m: String| if m.len() > MAX_ERROR_MESSAGE_BYTES { m.chars().take(MAX_ERROR_MESSAGE_BYTES / 4).collect() } else { m };
+    let cut = |m: String| truncate_utf8(&m, MAX_ERROR_MESSAGE_BYTES).to_string();
     match error {
         ProviderError::Transient(m) => ProviderError::Transient(cut(m)),
         ProviderError::InvalidInput(m) => ProviderError::InvalidInput(cut(m)),

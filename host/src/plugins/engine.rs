@@ -118,7 +118,8 @@ impl Engines {
         if path.exists() {
             // SAFETY: the cache directory is written only by this function,
             // with artifacts produced by `precompile_component` on an engine
-            // with the same fingerprint (version and settings).
+            // with the same fingerprint (version and settings). It must be
+            // as trusted as the binary itself: it holds native code.
             match unsafe { Component::deserialize_file(engine, &path) } {
                 Ok(component) => return Ok(component),
                 Err(e) => tracing::warn!(path = %path.display(), "discarding unusable compiled plugin: {e}"),
@@ -127,7 +128,7 @@ impl Engines {
         let artifact = engine
             .precompile_component(bytes)
             .map_err(|e| InstallError::Compile(format!("{e:#}")))?;
-        if let Err(e) = write_atomically(&path, &artifact) {
+        if let Err(e) = crate::files::write_atomically(&path, &artifact) {
             tracing::warn!(path = %path.display(), "cannot cache compiled plugin: {e}");
         }
         // SAFETY: `artifact` was produced just now by this engine.
@@ -173,27 +174,12 @@ fn spawn_ticker(engines: Vec<Engine>, stop: Arc<AtomicBool>) {
         .expect("spawning the epoch thread");
 }
 
-/// A short, stable name for the engine's version and settings, so a cached
-/// artifact is never loaded into an engine it was not compiled for.
+/// A short name for the engine's wasmtime version and settings (its
+/// precompile compatibility hash), so a cached artifact is never loaded
+/// into an engine it was not compiled for. (`DefaultHasher` may change with
+/// the Rust toolchain; that only costs a recompile.)
 fn engine_fingerprint(engine: &Engine) -> String {
     let mut hasher = std::hash::DefaultHasher::new();
-    env!("CARGO_PKG_VERSION").hash(&mut hasher);
     engine.precompile_compatibility_hash().hash(&mut hasher);
     format!("{:016x}", hasher.finish())
-}
-
-/// Writes `bytes` to `path` through a temporary file and a rename, so a
-/// reader never sees half a file.
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let tmp = dir.join(format!(
-        ".{}.{}.{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
-        std::process::id(),
-        WRITES.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
 }

@@ -43,6 +43,13 @@ pub enum PluginErrorKind {
         /// The deadline that was exceeded.
         deadline_ms: u64,
     },
+    /// The call waited on the host (I/O, a sleep) past its deadline and the
+    /// grace after it, and was stopped.
+    #[error("stopped after waiting {waited_ms} ms (its deadline and the grace after it)")]
+    Hung {
+        /// How long it ran before it was stopped.
+        waited_ms: u64,
+    },
     /// A policy used up its fuel budget.
     #[error("used up its fuel budget of {fuel} units")]
     FuelExhausted {
@@ -75,6 +82,7 @@ impl PluginErrorKind {
             Self::NotLoaded => "not_loaded",
             Self::WrongWorld { .. } => "wrong_world",
             Self::Timeout { .. } => "timeout",
+            Self::Hung { .. } => "hung",
             Self::FuelExhausted { .. } => "fuel",
             Self::MemoryExceeded { .. } => "memory",
             Self::Trap(_) => "trap",
@@ -113,6 +121,9 @@ pub enum InstallError {
     /// The smoke call failed.
     #[error("smoke call failed: {0}")]
     Smoke(PluginError),
+    /// The plugin's settings in the config file cannot be used for it.
+    #[error("settings refused: {0}")]
+    Settings(String),
     /// The file is larger than the upload limit.
     #[error("is {size} bytes, over the {limit}-byte plugin size limit (SCRIBE_MAX_PLUGIN_BYTES)")]
     TooLarge {

@@ -14,6 +14,7 @@ use super::registry::{check_world, Loaded, PluginStats, Pre, Source, World};
 use super::sandbox::Identity;
 use super::types::{Candidate, Priority, RetryInput};
 use super::{Linkers, Plugins};
+use crate::config::is_valid_plugin_name as is_valid_name;
 
 /// What an install did.
 #[derive(Clone)]
@@ -31,15 +32,6 @@ impl Installed {
             Installed::Published(l) | Installed::Unchanged(l) => l,
         }
     }
-}
-
-/// Whether `name` can name a plugin: lowercase ASCII letters, digits and
-/// '-', starting with a letter, at most 64 bytes (it becomes a file name and
-/// a metric label).
-pub fn is_valid_name(name: &str) -> bool {
-    name.len() <= 64
-        && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
 /// sha256 of `bytes`, as lowercase hex.
@@ -122,14 +114,14 @@ impl Plugins {
             loaded_at: SystemTime::now(),
             provider_info: None,
             pre,
-            limits: self.resolve(name, world.kind()),
+            limits: self.resolve(name, world.kind())?,
             stats: Arc::new(PluginStats::default()),
         };
         self.smoke(&mut loaded).await.map_err(InstallError::Smoke)?;
         loaded.identity.version = format!("{} ({})", loaded.version, &loaded.content_hash[..12]).into();
         loaded.stats = self.registry.stats(name);
         if let Some(path) = persist_to {
-            super::engine::write_atomically(path, &bytes)?;
+            crate::files::write_atomically(path, &bytes)?;
         }
         let loaded = Arc::new(loaded);
         self.announce(current.as_deref(), &loaded);
@@ -137,22 +129,23 @@ impl Plugins {
         Ok(Installed::Published(loaded))
     }
 
-    /// Calls the new version the way the host will, off the request path.
+    /// Calls the new version the way the host will, off the request path
+    /// (on the slot kept for smoke calls).
     async fn smoke(&self, loaded: &mut Loaded) -> Result<(), super::PluginError> {
         match loaded.world {
             World::Provider => {
-                let info = self.call_provider_info(loaded).await?;
+                let info = self.provider_info_of(loaded).await?;
                 loaded.version = info.version.clone();
                 loaded.provider_info = Some(info);
             }
             World::RetryPolicy => {
-                loaded.version = self.call_policy_info(loaded).await?;
+                loaded.version = self.policy_version_of(loaded).await?;
                 let sample = RetryInput { attempt: 1, error: ProviderError::Transient("smoke call".into()), elapsed_ms: 0 };
-                self.call_decide(loaded, &sample).await?;
+                self.decide_on(loaded, &sample).await?;
             }
             World::PriorityPolicy => {
-                loaded.version = self.call_policy_info(loaded).await?;
-                self.call_rank(loaded, &sample_candidates()).await?;
+                loaded.version = self.policy_version_of(loaded).await?;
+                self.rank_on(loaded, &sample_candidates()).await?;
             }
         }
         Ok(())
@@ -201,18 +194,4 @@ fn sample_candidates() -> Vec<Candidate> {
         user_last_dispatch_ms: None,
     };
     vec![candidate("a", Priority::Normal), candidate("b", Priority::High)]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_valid_name;
-
-    #[test]
-    fn plugin_names_are_file_and_label_safe() {
-        assert!(is_valid_name("openai-whisper"));
-        assert!(is_valid_name("p2"));
-        for bad in ["", "Upper", "../x", "a.b", "-lead", "a b", &"x".repeat(65)] {
-            assert!(!is_valid_name(bad), "{bad:?}");
-        }
-    }
 }

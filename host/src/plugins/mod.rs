@@ -33,7 +33,7 @@ use wasmtime::component::Linker;
 
 pub use engine::{Kind, KindLimits, EPOCH_TICK};
 pub use error::{CallError, InstallError, PluginError, PluginErrorKind, ProviderError};
-pub use install::{content_hash, is_valid_name, Installed};
+pub use install::{content_hash, Installed};
 pub use registry::{Loaded, PluginSummary, Source, World};
 pub use sandbox::{MAX_LOG_LINES_PER_CALL, MAX_LOG_LINE_BYTES};
 pub use watch::DirWatcher;
@@ -51,7 +51,8 @@ pub enum StartError {
     /// Wasmtime refused the engine configuration.
     #[error("cannot create the wasm engine: {0}")]
     Engine(String),
-    /// A shipped plugin did not load (a build defect).
+    /// A shipped plugin did not load (its settings are refused, or the
+    /// build is broken).
     #[error("built-in plugin {name} did not load: {source}")]
     BuiltIn {
         /// The plugin.
@@ -109,8 +110,8 @@ impl Plugins {
             settings: config.plugins.clone(),
             retry_policy: config.retry_policy.clone(),
             priority_policy: config.priority_policy.clone(),
-            provider_slots: Semaphore::new(Kind::Provider.limits().pool_instances as usize),
-            policy_slots: Semaphore::new(Kind::Policy.limits().pool_instances as usize),
+            provider_slots: Semaphore::new(Kind::Provider.limits().pool_instances as usize - 1),
+            policy_slots: Semaphore::new(Kind::Policy.limits().pool_instances as usize - 1),
             plugin_dir: config.plugin_dir.clone(),
             max_plugin_bytes: config.max_plugin_bytes,
         });
@@ -158,17 +159,29 @@ impl Plugins {
     /// Transcribes with the serving version of provider `name`. The call
     /// finishes on that version even if a new one is published meanwhile.
     pub async fn transcribe(&self, name: &str, request: TranscribeRequest) -> Result<Transcript, CallError> {
+        let _slot = self.slot(Kind::Provider).await;
         let loaded = self.loaded(name, World::Provider)?;
-        self.call_transcribe(&loaded, request).await
+        self.transcribe_on(&loaded, request).await
+    }
+
+    /// The settings of plugin `name` (defaults when the config has none).
+    fn settings(&self, name: &str) -> PluginSettings {
+        self.settings.get(name).cloned().unwrap_or_default()
     }
 
     /// The limits of plugin `name` of `kind`: its settings over the kind's
     /// defaults. Policies get no outbound hosts whatever the settings say.
-    fn resolve(&self, name: &str, kind: Kind) -> Resolved {
-        let settings = self.settings.get(name).cloned().unwrap_or_default();
+    fn resolve(&self, name: &str, kind: Kind) -> Result<Resolved, InstallError> {
+        let settings = self.settings(name);
         let defaults = kind.limits();
-        let memory_mb = settings.memory_mb.unwrap_or(defaults.default_memory_mb).min(defaults.max_memory_mb);
-        Resolved {
+        let memory_mb = settings.memory_mb.unwrap_or(defaults.default_memory_mb);
+        if memory_mb > defaults.max_memory_mb {
+            return Err(InstallError::Settings(format!(
+                "[plugins.{name}] memory_mb = {memory_mb} is over the {kind:?} maximum of {} MiB",
+                defaults.max_memory_mb
+            )));
+        }
+        Ok(Resolved {
             deadline_ms: settings.deadline_ms.unwrap_or(defaults.default_deadline_ms),
             memory_mb,
             fuel: defaults.default_fuel.map(|d| settings.fuel.unwrap_or(d)),
@@ -178,7 +191,7 @@ impl Plugins {
                 Kind::Policy => Arc::from([]),
             },
             config: Arc::new(settings.config),
-        }
+        })
     }
 }
 
@@ -187,8 +200,9 @@ impl Plugins {
     /// and calls `info()`: the smoke call, for readiness checks and the
     /// instantiation benchmark.
     pub async fn probe_provider(&self, name: &str) -> Result<ProviderInfo, PluginError> {
+        let _slot = self.slot(Kind::Provider).await;
         let loaded = self.loaded(name, World::Provider)?;
-        self.call_provider_info(&loaded).await
+        self.provider_info_of(&loaded).await
     }
 
     /// The metrics this runtime records into.

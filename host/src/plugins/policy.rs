@@ -7,6 +7,7 @@
 
 use policy_core::{decide_backoff, rank_fair, BackoffSettings};
 
+use super::engine::Kind;
 use super::error::PluginError;
 use super::registry::World;
 use super::types::{Candidate, RetryDecision, RetryInput};
@@ -17,14 +18,15 @@ impl Plugins {
     /// attempt; falls back to the built-in backoff if it fails.
     pub async fn decide_retry(&self, input: &RetryInput) -> RetryDecision {
         let name = &self.retry_policy;
+        let _slot = self.slot(Kind::Policy).await;
         let answer = match self.loaded(name, World::RetryPolicy) {
-            Ok(loaded) => self.call_decide(&loaded, input).await,
+            Ok(loaded) => self.decide_on(&loaded, input).await,
             Err(e) => Err(e),
         };
         answer.unwrap_or_else(|e| {
             self.fall_back("retry", &e);
-            let entries: Vec<(String, String)> = self.policy_config(name);
-            decide_backoff(&BackoffSettings::from_config(&entries), input.attempt, input.error.kind(), rand::random())
+            let settings = BackoffSettings::from_config(&self.settings(name).config.into_iter().collect::<Vec<_>>());
+            decide_backoff(&settings, input.attempt, input.error.kind(), rand::random())
         })
     }
 
@@ -35,8 +37,9 @@ impl Plugins {
         if candidates.is_empty() {
             return Vec::new();
         }
+        let _slot = self.slot(Kind::Policy).await;
         let answer = match self.loaded(&self.priority_policy, World::PriorityPolicy) {
-            Ok(loaded) => self.call_rank(&loaded, candidates).await,
+            Ok(loaded) => self.rank_on(&loaded, candidates).await,
             Err(e) => Err(e),
         };
         answer.unwrap_or_else(|e| {
@@ -49,10 +52,5 @@ impl Plugins {
     fn fall_back(&self, policy: &str, error: &PluginError) {
         tracing::warn!(policy, "{error}; the built-in default decides instead");
         self.metrics.policy_fallbacks.with_label_values(&[policy]).inc();
-    }
-
-    fn policy_config(&self, name: &str) -> Vec<(String, String)> {
-        let settings = self.settings.get(name);
-        settings.map(|s| s.config.clone().into_iter().collect()).unwrap_or_default()
     }
 }

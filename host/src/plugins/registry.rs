@@ -117,6 +117,18 @@ pub struct Resolved {
     pub config: Arc<BTreeMap<String, String>>,
 }
 
+impl Resolved {
+    /// The CPU deadline of one call.
+    pub fn deadline(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.deadline_ms)
+    }
+
+    /// The config entries as the policies' input carries them.
+    pub fn config_entries(&self) -> Vec<(String, String)> {
+        self.config.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+}
+
 /// One published plugin version.
 pub struct Loaded {
     /// Plugin name.

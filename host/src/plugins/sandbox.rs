@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
@@ -45,6 +45,8 @@ pub struct StoreState {
     log_lines: u32,
     /// When the call's deadline passes; checked at every epoch tick.
     pub(crate) deadline: Instant,
+    /// The deadline's length, for the error that reports it.
+    pub(crate) deadline_ms: u64,
 }
 
 impl StoreState {
@@ -54,7 +56,7 @@ impl StoreState {
         allowed_hosts: Arc<[String]>,
         config: Arc<BTreeMap<String, String>>,
         memory_mb: u64,
-        deadline: Instant,
+        deadline: std::time::Duration,
     ) -> Self {
         Self {
             wasi: WasiCtx::builder().build(),
@@ -65,7 +67,8 @@ impl StoreState {
             identity,
             config,
             log_lines: 0,
-            deadline,
+            deadline_ms: deadline.as_millis() as u64,
+            deadline: Instant::now() + deadline,
         }
     }
 }
@@ -107,7 +110,7 @@ impl provider_bindings::scribe::plugin::host::Host for StoreState {
         if self.log_lines > MAX_LOG_LINES_PER_CALL {
             return;
         }
-        let message = truncate(&message, MAX_LOG_LINE_BYTES);
+        let message = truncate_utf8(&message, MAX_LOG_LINE_BYTES);
         let (plugin, version) = (&*self.identity.plugin, &*self.identity.version);
         match level {
             LogLevel::Debug => tracing::debug!(plugin, version, "{message}"),
@@ -125,11 +128,12 @@ impl provider_bindings::scribe::plugin::host::Host for StoreState {
     }
 
     fn now(&mut self) -> u64 {
-        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+        crate::clock::now_ms() as u64
     }
 }
 
-fn truncate(s: &str, max: usize) -> &str {
+/// `s` cut to at most `max` bytes, on a character boundary.
+pub(crate) fn truncate_utf8(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
     }
@@ -222,6 +226,11 @@ impl ResourceLimiter for MemoryCap {
             self.hit = true;
         }
         result
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.hit = true;
+        self.limits.memory_grow_failed(error)
     }
 
     fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {

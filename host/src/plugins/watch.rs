@@ -14,7 +14,8 @@ use std::time::Duration;
 use notify::{RecursiveMode, Watcher};
 
 use super::registry::Source;
-use super::{is_valid_name, InstallError, Plugins};
+use super::{InstallError, Plugins};
+use crate::config::is_valid_plugin_name as is_valid_name;
 
 /// How long events are gathered before the files they name are read.
 pub const SETTLE: Duration = Duration::from_millis(50);

@@ -4,7 +4,9 @@
 //!
 //! The misbehaviour is chosen by the `mode` entry of the policy's config
 //! (handed in with every input): `panic` panics, `loop` spins forever (the
-//! fuel budget or the deadline must stop it), anything else gives up. The
+//! fuel budget or the deadline must stop it), `sleep` sleeps for an hour
+//! (waiting on the host, where neither fuel nor the epoch deadline runs:
+//! the host's timeout must stop it), anything else gives up. The
 //! first attempt (the host's smoke call asks about attempt 1) always gives
 //! up, so the policy is published and breaks only on later attempts, the
 //! way a buggy policy would.
@@ -45,6 +47,10 @@ impl Guest for HostileRetry {
                 loop {
                     n = std::hint::black_box(n.wrapping_add(1));
                 }
+            }
+            Some("sleep") => {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+                RetryDecision::GiveUp
             }
             _ => RetryDecision::GiveUp,
         }

@@ -1,0 +1,100 @@
+//! The durable store: users and jobs, behind one trait.
+//!
+//! Every state change of a job is one statement guarded on the current
+//! state (and, for a running job, on the lease owner), so two workers or
+//! two instances can never both finish a job, and a late answer from a
+//! worker that lost its lease changes nothing. The trait speaks in plain
+//! values (milliseconds, strings), free of any one database's dialect, so
+//! the PostgreSQL backend can implement the same contract.
+
+mod sqlite;
+mod types;
+
+pub use sqlite::SqliteStore;
+pub use types::{Head, Inserted, Job, JobError, JobSpec, JobStatus, NewJob, User};
+
+/// A store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or could not be reached.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The schema could not be brought up to date.
+    #[error("database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A user of that name exists already.
+    #[error("a user named {0:?} exists already")]
+    UserExists(String),
+    /// A stored value does not parse (a bug or a foreign write).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+/// Shorthand for store results.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Users and jobs, durably.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync {
+    /// Adds a user whose API key hashes to `key_hash`.
+    async fn create_user(&self, name: &str, key_hash: &str, now_ms: i64) -> StoreResult<User>;
+    /// Every user, by name.
+    async fn list_users(&self) -> StoreResult<Vec<User>>;
+    /// The user whose API key hashes to `key_hash`.
+    async fn user_by_key_hash(&self, key_hash: &str) -> StoreResult<Option<User>>;
+
+    /// Inserts a job, or returns the job an earlier submit with the same
+    /// idempotency key created.
+    async fn insert_job(&self, job: NewJob) -> StoreResult<Inserted>;
+    /// One of `user_id`'s jobs.
+    async fn job(&self, user_id: &str, job_id: &str) -> StoreResult<Option<Job>>;
+    /// Any job, whoever owns it (for the scheduler and tests).
+    async fn job_by_id(&self, job_id: &str) -> StoreResult<Option<Job>>;
+    /// `user_id`'s jobs, newest first, `limit` after skipping `offset`.
+    async fn list_jobs(&self, user_id: &str, limit: u32, offset: u32) -> StoreResult<Vec<Job>>;
+    /// Cancels a queued job of `user_id`; returns the job as it is after the
+    /// attempt (unchanged when it was not queued).
+    async fn cancel_job(&self, user_id: &str, job_id: &str, now_ms: i64) -> StoreResult<Option<Job>>;
+    /// Jobs queued or running.
+    async fn queue_length(&self) -> StoreResult<u64>;
+
+    /// For each user with a job of `provider` ready at `now_ms`, that
+    /// user's next job (highest priority, then oldest), with the user's
+    /// running count.
+    async fn heads(&self, provider: &str, now_ms: i64) -> StoreResult<Vec<Head>>;
+    /// Providers with a job ready at `now_ms`.
+    async fn ready_providers(&self, now_ms: i64) -> StoreResult<Vec<String>>;
+    /// The earliest `run_at` of a queued job still in the future, if any.
+    async fn next_run_at(&self, now_ms: i64) -> StoreResult<Option<i64>>;
+    /// Claims a ready queued job for `owner` until `lease_until_ms`,
+    /// counting an attempt. `None` if someone else got it first.
+    async fn claim(&self, job_id: &str, owner: &str, now_ms: i64, lease_until_ms: i64) -> StoreResult<Option<Job>>;
+    /// Extends `owner`'s lease; false if the lease was lost.
+    async fn renew_lease(&self, job_id: &str, owner: &str, lease_until_ms: i64) -> StoreResult<bool>;
+    /// Finishes `owner`'s running job with a transcript (JSON); false if the
+    /// job is no longer `owner`'s running job.
+    async fn succeed(&self, job_id: &str, owner: &str, transcript_json: &str, now_ms: i64) -> StoreResult<bool>;
+    /// Puts `owner`'s running job back in the queue until `run_at_ms`.
+    async fn retry_later(&self, job_id: &str, owner: &str, run_at_ms: i64, error: &JobError) -> StoreResult<bool>;
+    /// Fails `owner`'s running job for good.
+    async fn fail(&self, job_id: &str, owner: &str, error: &JobError, now_ms: i64) -> StoreResult<bool>;
+    /// Puts running jobs whose lease expired before `now_ms` back in the
+    /// queue (their attempt stays counted); returns how many.
+    async fn requeue_expired(&self, now_ms: i64) -> StoreResult<u64>;
+    /// The stored transcript (JSON) of a succeeded job.
+    async fn transcript(&self, job_id: &str) -> StoreResult<Option<String>>;
+}
+
+/// Opens the store the configuration names: `DATABASE_URL` if set (only
+/// `sqlite://` for now), else SQLite at `$SCRIBE_DATA_DIR/scribe.db`.
+pub async fn open(config: &crate::config::Config) -> StoreResult<std::sync::Arc<dyn Store>> {
+    let url = match &config.database_url {
+        Some(url) => url.clone(),
+        None => {
+            std::fs::create_dir_all(&config.data_dir).map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
+            format!("sqlite://{}", config.data_dir.join("scribe.db").display())
+        }
+    };
+    let timeout = std::time::Duration::from_millis(config.db_timeout_ms);
+    Ok(std::sync::Arc::new(SqliteStore::open(&url, config.db_pool_size, timeout).await?))
+}

@@ -1,0 +1,331 @@
+//! The embedded SQLite backend (WAL, `synchronous = FULL`: an acknowledged
+//! submit survives a power cut).
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::Row;
+
+use super::{Head, Inserted, Job, JobError, JobSpec, JobStatus, NewJob, Store, StoreError, StoreResult, User};
+use crate::plugins::types::Priority;
+
+const JOB_COLUMNS: &str = "id, user_id, status, provider, priority, audio_sha256, audio_format, audio_bytes, \
+     language, prompt, temperature, model, response_format, attempts, run_at, lease_owner, lease_until, \
+     created_at, started_at, finished_at, error_kind, error_message";
+
+/// Jobs and users in one SQLite file.
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database at `url`
+    /// (`sqlite://PATH`), with `pool_size` connections and `timeout` to
+    /// get one, and runs the migrations.
+    pub async fn open(url: &str, pool_size: u32, timeout: Duration) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(timeout);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(pool_size)
+            .acquire_timeout(timeout)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    async fn fetch_job(&self, sql: &str, binds: &[&str]) -> StoreResult<Option<Job>> {
+        let mut query = sqlx::query(sql);
+        for bind in binds {
+            query = query.bind(*bind);
+        }
+        query.fetch_optional(&self.pool).await?.map(|row| job_from_row(&row)).transpose()
+    }
+}
+
+fn priority_to_int(p: Priority) -> i64 {
+    match p {
+        Priority::Low => 0,
+        Priority::Normal => 1,
+        Priority::High => 2,
+    }
+}
+
+fn priority_from_int(p: i64) -> StoreResult<Priority> {
+    match p {
+        0 => Ok(Priority::Low),
+        1 => Ok(Priority::Normal),
+        2 => Ok(Priority::High),
+        other => Err(StoreError::Corrupt(format!("priority {other}"))),
+    }
+}
+
+fn job_from_row(row: &SqliteRow) -> StoreResult<Job> {
+    let status: String = row.try_get("status")?;
+    let error_kind: Option<String> = row.try_get("error_kind")?;
+    Ok(Job {
+        id: row.try_get("id")?,
+        user_id: row.try_get("user_id")?,
+        status: JobStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("status {status}")))?,
+        spec: JobSpec {
+            provider: row.try_get("provider")?,
+            priority: priority_from_int(row.try_get("priority")?)?,
+            audio_sha256: row.try_get("audio_sha256")?,
+            audio_format: row.try_get("audio_format")?,
+            audio_bytes: row.try_get::<i64, _>("audio_bytes")? as u64,
+            language: row.try_get("language")?,
+            prompt: row.try_get("prompt")?,
+            temperature: row.try_get::<Option<f64>, _>("temperature")?.map(|t| t as f32),
+            model: row.try_get("model")?,
+            response_format: row.try_get("response_format")?,
+        },
+        attempts: row.try_get::<i64, _>("attempts")? as u32,
+        run_at_ms: row.try_get("run_at")?,
+        created_at_ms: row.try_get("created_at")?,
+        started_at_ms: row.try_get("started_at")?,
+        finished_at_ms: row.try_get("finished_at")?,
+        error: match error_kind {
+            Some(kind) => Some(JobError { kind, message: row.try_get::<Option<String>, _>("error_message")?.unwrap_or_default() }),
+            None => None,
+        },
+        lease_owner: row.try_get("lease_owner")?,
+        lease_until_ms: row.try_get("lease_until")?,
+    })
+}
+
+fn user_from_row(row: &SqliteRow) -> StoreResult<User> {
+    Ok(User { id: row.try_get("id")?, name: row.try_get("name")?, created_at_ms: row.try_get("created_at")? })
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn create_user(&self, name: &str, key_hash: &str, now_ms: i64) -> StoreResult<User> {
+        let id = uuid::Uuid::now_v7().to_string();
+        let inserted = sqlx::query("INSERT INTO users (id, name, key_hash, created_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (name) DO NOTHING")
+            .bind(&id)
+            .bind(name)
+            .bind(key_hash)
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await?;
+        if inserted.rows_affected() == 0 {
+            return Err(StoreError::UserExists(name.to_string()));
+        }
+        Ok(User { id, name: name.to_string(), created_at_ms: now_ms })
+    }
+
+    async fn list_users(&self) -> StoreResult<Vec<User>> {
+        let rows = sqlx::query("SELECT id, name, created_at FROM users ORDER BY name").fetch_all(&self.pool).await?;
+        rows.iter().map(user_from_row).collect()
+    }
+
+    async fn user_by_key_hash(&self, key_hash: &str) -> StoreResult<Option<User>> {
+        let row = sqlx::query("SELECT id, name, created_at FROM users WHERE key_hash = ?1")
+            .bind(key_hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn insert_job(&self, job: NewJob) -> StoreResult<Inserted> {
+        let spec = &job.spec;
+        let inserted = sqlx::query(
+            "INSERT INTO jobs (id, user_id, status, provider, priority, audio_sha256, audio_format, audio_bytes, \
+             language, prompt, temperature, model, response_format, attempts, run_at, created_at, idempotency_key) \
+             VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 0, ?13, ?13, ?14) \
+             ON CONFLICT (user_id, idempotency_key) DO NOTHING",
+        )
+        .bind(&job.id)
+        .bind(&job.user_id)
+        .bind(&spec.provider)
+        .bind(priority_to_int(spec.priority))
+        .bind(&spec.audio_sha256)
+        .bind(&spec.audio_format)
+        .bind(spec.audio_bytes as i64)
+        .bind(&spec.language)
+        .bind(&spec.prompt)
+        .bind(spec.temperature.map(f64::from))
+        .bind(&spec.model)
+        .bind(&spec.response_format)
+        .bind(job.now_ms)
+        .bind(&job.idempotency_key)
+        .execute(&self.pool)
+        .await?;
+        if inserted.rows_affected() == 1 {
+            let created = self.job_by_id(&job.id).await?.ok_or_else(|| StoreError::Corrupt("inserted job vanished".into()))?;
+            return Ok(Inserted::Created(created));
+        }
+        let key = job.idempotency_key.as_deref().unwrap_or_default();
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE user_id = ?1 AND idempotency_key = ?2");
+        let existing = self.fetch_job(&sql, &[&job.user_id, key]).await?;
+        existing.map(Inserted::Existing).ok_or_else(|| StoreError::Corrupt("idempotent insert found no job".into()))
+    }
+
+    async fn job(&self, user_id: &str, job_id: &str) -> StoreResult<Option<Job>> {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1 AND user_id = ?2");
+        self.fetch_job(&sql, &[job_id, user_id]).await
+    }
+
+    async fn job_by_id(&self, job_id: &str) -> StoreResult<Option<Job>> {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1");
+        self.fetch_job(&sql, &[job_id]).await
+    }
+
+    async fn list_jobs(&self, user_id: &str, limit: u32, offset: u32) -> StoreResult<Vec<Job>> {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE user_id = ?1 ORDER BY created_at DESC, id DESC LIMIT ?2 OFFSET ?3");
+        let rows = sqlx::query(&sql).bind(user_id).bind(limit).bind(offset).fetch_all(&self.pool).await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn cancel_job(&self, user_id: &str, job_id: &str, now_ms: i64) -> StoreResult<Option<Job>> {
+        sqlx::query("UPDATE jobs SET status = 'canceled', finished_at = ?1 WHERE id = ?2 AND user_id = ?3 AND status = 'queued'")
+            .bind(now_ms)
+            .bind(job_id)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        self.job(user_id, job_id).await
+    }
+
+    async fn queue_length(&self) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'running')")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n as u64)
+    }
+
+    async fn heads(&self, provider: &str, now_ms: i64) -> StoreResult<Vec<Head>> {
+        let rows = sqlx::query(
+            "WITH ready AS ( \
+               SELECT id, user_id, priority, created_at, \
+                      ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY priority DESC, created_at, id) AS rn, \
+                      COUNT(*) OVER (PARTITION BY user_id) AS queued \
+               FROM jobs WHERE provider = ?1 AND status = 'queued' AND run_at <= ?2), \
+             running AS ( \
+               SELECT user_id, COUNT(*) AS n FROM jobs WHERE provider = ?1 AND status = 'running' GROUP BY user_id) \
+             SELECT r.id, r.user_id, r.priority, r.created_at, r.queued, COALESCE(running.n, 0) AS running \
+             FROM ready r LEFT JOIN running ON running.user_id = r.user_id WHERE r.rn = 1",
+        )
+        .bind(provider)
+        .bind(now_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Head {
+                    job_id: row.try_get("id")?,
+                    user_id: row.try_get("user_id")?,
+                    priority: priority_from_int(row.try_get("priority")?)?,
+                    created_at_ms: row.try_get("created_at")?,
+                    user_queued: row.try_get::<i64, _>("queued")? as u32,
+                    user_running: row.try_get::<i64, _>("running")? as u32,
+                })
+            })
+            .collect()
+    }
+
+    async fn ready_providers(&self, now_ms: i64) -> StoreResult<Vec<String>> {
+        let providers = sqlx::query_scalar("SELECT DISTINCT provider FROM jobs WHERE status = 'queued' AND run_at <= ?1")
+            .bind(now_ms)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(providers)
+    }
+
+    async fn next_run_at(&self, now_ms: i64) -> StoreResult<Option<i64>> {
+        let next = sqlx::query_scalar("SELECT MIN(run_at) FROM jobs WHERE status = 'queued' AND run_at > ?1")
+            .bind(now_ms)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(next)
+    }
+
+    async fn claim(&self, job_id: &str, owner: &str, now_ms: i64, lease_until_ms: i64) -> StoreResult<Option<Job>> {
+        let sql = format!(
+            "UPDATE jobs SET status = 'running', lease_owner = ?1, lease_until = ?2, attempts = attempts + 1, \
+             started_at = COALESCE(started_at, ?3) \
+             WHERE id = ?4 AND status = 'queued' AND run_at <= ?3 RETURNING {JOB_COLUMNS}"
+        );
+        let row = sqlx::query(&sql).bind(owner).bind(lease_until_ms).bind(now_ms).bind(job_id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+
+    async fn renew_lease(&self, job_id: &str, owner: &str, lease_until_ms: i64) -> StoreResult<bool> {
+        let done = sqlx::query("UPDATE jobs SET lease_until = ?1 WHERE id = ?2 AND status = 'running' AND lease_owner = ?3")
+            .bind(lease_until_ms)
+            .bind(job_id)
+            .bind(owner)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn succeed(&self, job_id: &str, owner: &str, transcript_json: &str, now_ms: i64) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE jobs SET status = 'succeeded', transcript = ?1, finished_at = ?2, lease_owner = NULL, \
+             lease_until = NULL, error_kind = NULL, error_message = NULL \
+             WHERE id = ?3 AND status = 'running' AND lease_owner = ?4",
+        )
+        .bind(transcript_json)
+        .bind(now_ms)
+        .bind(job_id)
+        .bind(owner)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn retry_later(&self, job_id: &str, owner: &str, run_at_ms: i64, error: &JobError) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE jobs SET status = 'queued', run_at = ?1, lease_owner = NULL, lease_until = NULL, \
+             error_kind = ?2, error_message = ?3 WHERE id = ?4 AND status = 'running' AND lease_owner = ?5",
+        )
+        .bind(run_at_ms)
+        .bind(&error.kind)
+        .bind(&error.message)
+        .bind(job_id)
+        .bind(owner)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn fail(&self, job_id: &str, owner: &str, error: &JobError, now_ms: i64) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE jobs SET status = 'failed', finished_at = ?1, lease_owner = NULL, lease_until = NULL, \
+             error_kind = ?2, error_message = ?3 WHERE id = ?4 AND status = 'running' AND lease_owner = ?5",
+        )
+        .bind(now_ms)
+        .bind(&error.kind)
+        .bind(&error.message)
+        .bind(job_id)
+        .bind(owner)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn requeue_expired(&self, now_ms: i64) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "UPDATE jobs SET status = 'queued', run_at = ?1, lease_owner = NULL, lease_until = NULL \
+             WHERE status = 'running' AND lease_until < ?1",
+        )
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn transcript(&self, job_id: &str) -> StoreResult<Option<String>> {
+        let transcript = sqlx::query_scalar("SELECT transcript FROM jobs WHERE id = ?1 AND status = 'succeeded'")
+            .bind(job_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(transcript.flatten())
+    }
+}

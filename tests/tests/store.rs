@@ -1,0 +1,208 @@
+//! The store contract, run against the SQLite backend: every transition is
+//! guarded, so no job is claimed or finished twice, and a worker that lost
+//! its lease changes nothing.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use scribe_host::plugins::types::Priority;
+use scribe_host::store::{Head, Inserted, JobError, JobSpec, JobStatus, NewJob, SqliteStore, Store, StoreError};
+
+async fn store() -> (Arc<dyn Store>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("scribe.db").display());
+    let store = SqliteStore::open(&url, 8, Duration::from_secs(5)).await.expect("opens and migrates");
+    (Arc::new(store), dir)
+}
+
+fn spec(priority: Priority) -> JobSpec {
+    JobSpec {
+        provider: "openai-whisper".into(),
+        priority,
+        audio_sha256: "ab".repeat(32),
+        audio_format: "wav".into(),
+        audio_bytes: 1234,
+        language: Some("en".into()),
+        prompt: None,
+        temperature: Some(0.5),
+        model: None,
+        response_format: "json".into(),
+    }
+}
+
+async fn submit(store: &dyn Store, id: &str, user: &str, priority: Priority, now: i64) -> String {
+    let job = NewJob { id: id.into(), user_id: user.into(), spec: spec(priority), idempotency_key: None, now_ms: now };
+    match store.insert_job(job).await.expect("insert") {
+        Inserted::Created(job) => job.id,
+        Inserted::Existing(_) => panic!("no idempotency key, yet an existing job"),
+    }
+}
+
+async fn users(store: &dyn Store, names: &[&str]) -> Vec<String> {
+    let mut ids = Vec::new();
+    for name in names {
+        ids.push(store.create_user(name, &format!("hash-{name}"), 1).await.expect("user").id);
+    }
+    ids
+}
+
+fn oops() -> JobError {
+    JobError { kind: "transient".into(), message: "503".into() }
+}
+
+#[tokio::test]
+async fn users_are_unique_by_name_and_found_by_key_hash() {
+    let (store, _dir) = store().await;
+    let ann = store.create_user("ann", "h1", 10).await.unwrap();
+    assert!(matches!(store.create_user("ann", "h2", 11).await, Err(StoreError::UserExists(name)) if name == "ann"));
+    assert_eq!(store.user_by_key_hash("h1").await.unwrap(), Some(ann.clone()));
+    assert_eq!(store.user_by_key_hash("nope").await.unwrap(), None);
+    assert_eq!(store.list_users().await.unwrap(), vec![ann]);
+}
+
+#[tokio::test]
+async fn an_idempotency_key_returns_the_first_job() {
+    let (store, _dir) = store().await;
+    let [ann, bob] = users(&*store, &["ann", "bob"]).await.try_into().unwrap();
+    let new = |id: &str, user: &str| NewJob {
+        id: id.into(),
+        user_id: user.into(),
+        spec: spec(Priority::Normal),
+        idempotency_key: Some("k1".into()),
+        now_ms: 5,
+    };
+    let Inserted::Created(first) = store.insert_job(new("j1", &ann)).await.unwrap() else { panic!("created") };
+    assert_eq!(first.status, JobStatus::Queued);
+    assert_eq!(first.spec, spec(Priority::Normal));
+    assert_eq!(store.insert_job(new("j2", &ann)).await.unwrap(), Inserted::Existing(first));
+    assert!(matches!(store.insert_job(new("j3", &bob)).await.unwrap(), Inserted::Created(_)), "keys are per user");
+    assert_eq!(store.queue_length().await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn a_job_is_claimed_once_and_finished_once_by_its_lease_owner() {
+    let (store, _dir) = store().await;
+    let [ann] = users(&*store, &["ann"]).await.try_into().unwrap();
+    let id = submit(&*store, "j1", &ann, Priority::Normal, 100).await;
+    assert!(store.claim(&id, "w1", 99, 1000).await.unwrap().is_none(), "not before run_at");
+    let claimed = store.claim(&id, "w1", 100, 1000).await.unwrap().expect("claimed");
+    assert_eq!((claimed.status, claimed.attempts, claimed.started_at_ms), (JobStatus::Running, 1, Some(100)));
+    assert!(store.claim(&id, "w2", 100, 1000).await.unwrap().is_none(), "a running job is not claimed again");
+    assert!(!store.succeed(&id, "w2", "{}", 200).await.unwrap(), "only the lease owner finishes");
+    assert!(store.succeed(&id, "w1", "{\"text\":\"hi\"}", 200).await.unwrap());
+    assert!(!store.succeed(&id, "w1", "{}", 300).await.unwrap(), "a job is never finished twice");
+    assert!(!store.fail(&id, "w1", &oops(), 300).await.unwrap());
+    let job = store.job(&ann, &id).await.unwrap().unwrap();
+    assert_eq!((job.status, job.finished_at_ms), (JobStatus::Succeeded, Some(200)));
+    assert_eq!(store.transcript(&id).await.unwrap().as_deref(), Some("{\"text\":\"hi\"}"));
+    assert_eq!(store.queue_length().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_retry_waits_in_the_store_until_run_at() {
+    let (store, _dir) = store().await;
+    let [ann] = users(&*store, &["ann"]).await.try_into().unwrap();
+    let id = submit(&*store, "j1", &ann, Priority::Normal, 0).await;
+    store.claim(&id, "w1", 10, 1000).await.unwrap().expect("claimed");
+    assert!(store.retry_later(&id, "w1", 500, &oops()).await.unwrap());
+    assert_eq!(store.next_run_at(10).await.unwrap(), Some(500));
+    assert!(store.heads("openai-whisper", 499).await.unwrap().is_empty(), "not ready before run_at");
+    assert!(store.claim(&id, "w1", 499, 1000).await.unwrap().is_none());
+    let again = store.claim(&id, "w2", 500, 2000).await.unwrap().expect("claimed at run_at");
+    assert_eq!(again.attempts, 2);
+    assert_eq!(again.error, Some(oops()), "the last error is kept");
+    assert!(store.fail(&id, "w2", &oops(), 600).await.unwrap());
+    assert_eq!(store.job(&ann, &id).await.unwrap().unwrap().status, JobStatus::Failed);
+}
+
+#[tokio::test]
+async fn an_expired_lease_puts_the_job_back_and_the_old_owner_can_no_longer_finish_it() {
+    let (store, _dir) = store().await;
+    let [ann] = users(&*store, &["ann"]).await.try_into().unwrap();
+    let id = submit(&*store, "j1", &ann, Priority::Normal, 0).await;
+    store.claim(&id, "dead", 0, 100).await.unwrap().expect("claimed");
+    assert!(store.renew_lease(&id, "dead", 150).await.unwrap());
+    assert_eq!(store.requeue_expired(150).await.unwrap(), 0, "not expired yet");
+    assert_eq!(store.requeue_expired(151).await.unwrap(), 1);
+    assert!(!store.renew_lease(&id, "dead", 500).await.unwrap(), "the lease is gone");
+    let job = store.claim(&id, "alive", 151, 1000).await.unwrap().expect("claimed again");
+    assert_eq!(job.attempts, 2, "the lost attempt counts");
+    assert!(!store.succeed(&id, "dead", "{}", 200).await.unwrap(), "the old owner's late answer changes nothing");
+    assert!(store.succeed(&id, "alive", "{}", 200).await.unwrap());
+}
+
+#[tokio::test]
+async fn heads_offer_each_users_best_ready_job_with_their_counts() {
+    let (store, _dir) = store().await;
+    let [ann, bob] = users(&*store, &["ann", "bob"]).await.try_into().unwrap();
+    submit(&*store, "a1", &ann, Priority::Normal, 1).await;
+    submit(&*store, "a2", &ann, Priority::High, 2).await;
+    submit(&*store, "a3", &ann, Priority::High, 3).await;
+    submit(&*store, "b1", &bob, Priority::Low, 1).await;
+    submit(&*store, "b2", &bob, Priority::Low, 2).await;
+    store.claim("b1", "w", 10, 1000).await.unwrap().expect("claimed");
+    let mut heads = store.heads("openai-whisper", 10).await.unwrap();
+    heads.sort_by(|a, b| a.user_id.cmp(&b.user_id));
+    let expect = |job: &str, user: &str, priority, created, running, queued| Head {
+        job_id: job.into(),
+        user_id: user.into(),
+        priority,
+        created_at_ms: created,
+        user_running: running,
+        user_queued: queued,
+    };
+    let mut expected = vec![expect("a2", &ann, Priority::High, 2, 0, 3), expect("b2", &bob, Priority::Low, 2, 1, 1)];
+    expected.sort_by(|a, b| a.user_id.cmp(&b.user_id));
+    assert_eq!(heads, expected);
+    assert!(store.heads("other", 10).await.unwrap().is_empty());
+    assert_eq!(store.ready_providers(10).await.unwrap(), vec!["openai-whisper".to_string()]);
+}
+
+#[tokio::test]
+async fn only_the_owner_sees_and_cancels_and_only_a_queued_job_is_canceled() {
+    let (store, _dir) = store().await;
+    let [ann, bob] = users(&*store, &["ann", "bob"]).await.try_into().unwrap();
+    let queued = submit(&*store, "j1", &ann, Priority::Normal, 0).await;
+    let running = submit(&*store, "j2", &ann, Priority::Normal, 1).await;
+    store.claim(&running, "w", 5, 1000).await.unwrap().expect("claimed");
+    assert!(store.job(&bob, &queued).await.unwrap().is_none());
+    assert!(store.cancel_job(&bob, &queued, 9).await.unwrap().is_none());
+    assert_eq!(store.cancel_job(&ann, &queued, 9).await.unwrap().unwrap().status, JobStatus::Canceled);
+    assert_eq!(store.cancel_job(&ann, &running, 9).await.unwrap().unwrap().status, JobStatus::Running);
+    let listed: Vec<String> = store.list_jobs(&ann, 10, 0).await.unwrap().into_iter().map(|j| j.id).collect();
+    assert_eq!(listed, vec![running.clone(), queued.clone()], "newest first");
+    assert_eq!(store.list_jobs(&ann, 1, 1).await.unwrap()[0].id, queued);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_workers_claim_every_job_exactly_once() {
+    let (store, _dir) = store().await;
+    let [ann] = users(&*store, &["ann"]).await.try_into().unwrap();
+    let mut ids = Vec::new();
+    for i in 0..200 {
+        ids.push(submit(&*store, &format!("j{i:03}"), &ann, Priority::Normal, 0).await);
+    }
+    let ids = Arc::new(ids);
+    let workers: Vec<_> = (0..8)
+        .map(|w| {
+            let (store, ids) = (store.clone(), ids.clone());
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                for id in ids.iter() {
+                    if store.claim(id, &format!("w{w}"), 1, 10_000).await.unwrap().is_some() {
+                        mine.push(id.clone());
+                    }
+                }
+                mine
+            })
+        })
+        .collect();
+    let mut seen = HashSet::new();
+    for worker in workers {
+        for id in worker.await.unwrap() {
+            assert!(seen.insert(id), "claimed twice");
+        }
+    }
+    assert_eq!(seen.len(), 200);
+}

@@ -47,6 +47,7 @@ impl Guests<'_> {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut command = Command::new(cargo);
         command
+            .current_dir(self.workspace)
             .args(self.subcommand)
             .args(["--release", "--workspace", "--manifest-path"])
             .arg(self.workspace.join("Cargo.toml"))

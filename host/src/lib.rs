@@ -8,14 +8,20 @@
 //! - [`bench`]: the `scribe bench` measurements;
 //! - [`plugins`]: the plugin runtime (engines, sandbox, registry, hot swap);
 //!   it knows nothing of jobs, users or storage;
-//! - [`store`] (users and jobs, durably) and [`users`] (API keys);
+//! - [`store`] (users and jobs, durably), [`users`] (API keys), [`limiter`]
+//!   (rate per provider) and [`gate`] (concurrency per provider);
+//! - [`audio`]: uploads stored by sha256 behind the `AudioStore` trait
+//!   (`$SCRIBE_DATA_DIR/audio` locally) and audio recognised by its bytes;
 //! - [`config`], [`metrics`], [`clock`] and [`files`] at the bottom, importing none of the above.
 
 pub mod api;
+pub mod audio;
 pub mod bench;
 pub mod clock;
 pub mod config;
 pub mod files;
+pub mod gate;
+pub mod limiter;
 pub mod metrics;
 pub mod plugins;
 pub mod server;

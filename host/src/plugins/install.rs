@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use sha2::{Digest, Sha256};
 
 use super::bindings::{priority, provider, retry};
-use super::engine::{Engines, Kind};
+use super::engine::Engines;
 use super::error::{InstallError, ProviderError};
 use super::registry::{check_world, Loaded, PluginStats, Pre, Source, World};
 use super::sandbox::Identity;
@@ -97,12 +97,14 @@ impl Plugins {
         if let Some(current) = current.as_ref().filter(|c| c.content_hash == hash) {
             return Ok(Installed::Unchanged(current.clone()));
         }
+        let started = std::time::Instant::now();
         let (engines, linkers, hash_for_compile) = (self.engines.clone(), self.linkers.clone(), hash.clone());
         let (world, pre, bytes) = tokio::task::spawn_blocking(move || {
             prepare(&engines, &linkers, &bytes, &hash_for_compile).map(|(world, pre)| (world, pre, bytes))
         })
         .await
         .map_err(|e| InstallError::Compile(format!("compile task failed: {e}")))??;
+        let compiled = started.elapsed();
         check_world(current.as_deref(), name, world)?;
         let mut loaded = Loaded {
             name: name.to_string(),
@@ -118,6 +120,7 @@ impl Plugins {
             stats: Arc::new(PluginStats::default()),
         };
         self.smoke(&mut loaded).await.map_err(InstallError::Smoke)?;
+        let smoked = started.elapsed();
         loaded.identity.version = format!("{} ({})", loaded.version, &loaded.content_hash[..12]).into();
         loaded.stats = self.registry.stats(name);
         if let Some(path) = persist_to {
@@ -126,6 +129,7 @@ impl Plugins {
         let loaded = Arc::new(loaded);
         self.announce(current.as_deref(), &loaded);
         self.registry.publish(loaded.clone());
+        tracing::debug!(plugin = name, ?compiled, ?smoked, published = ?started.elapsed(), "install stages");
         Ok(Installed::Published(loaded))
     }
 
@@ -162,12 +166,10 @@ impl Plugins {
 /// Compiles, finds the world and links: the CPU-heavy part, run on a
 /// blocking thread.
 fn prepare(engines: &Engines, linkers: &Linkers, bytes: &[u8], hash: &str) -> Result<(World, Pre), InstallError> {
-    let component = engines.compile(Kind::Provider, bytes, hash)?;
-    let world = World::of(&component, engines.engine(Kind::Provider)).ok_or(InstallError::UnknownWorld)?;
-    let component = match world.kind() {
-        Kind::Provider => component,
-        Kind::Policy => engines.compile(Kind::Policy, bytes, hash)?,
-    };
+    let world = World::of(bytes)
+        .map_err(|e| InstallError::Compile(e.to_string()))?
+        .ok_or(InstallError::UnknownWorld)?;
+    let component = engines.compile(world.kind(), bytes, hash)?;
     let link = |e: wasmtime::Error| InstallError::Link(format!("{e:#}"));
     let pre = match world {
         World::Provider => {

@@ -14,7 +14,6 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use serde::Serialize;
-use wasmtime::component::Component;
 
 use super::bindings::{priority, provider, retry};
 use super::engine::Kind;
@@ -61,14 +60,37 @@ impl World {
         }
     }
 
-    /// Which world a compiled component implements, from its exports.
-    pub fn of(component: &Component, engine: &wasmtime::Engine) -> Option<World> {
-        let ty = component.component_type();
-        let names: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_string()).collect();
-        [World::Provider, World::RetryPolicy, World::PriorityPolicy]
+    /// Which world a component implements, from the names of its
+    /// top-level exports, read without compiling it (so it is compiled once,
+    /// by the engine of its kind). `Ok(None)` when it exports none of the
+    /// plugin interfaces; an error when it is not a component at all.
+    pub fn of(bytes: &[u8]) -> Result<Option<World>, wasmparser::BinaryReaderError> {
+        let names = top_level_exports(bytes)?;
+        Ok([World::Provider, World::RetryPolicy, World::PriorityPolicy]
             .into_iter()
-            .find(|w| names.iter().any(|n| n.starts_with(w.export_prefix())))
+            .find(|w| names.iter().any(|n| n.starts_with(w.export_prefix()))))
     }
+}
+
+/// The names a component exports at its top level (nested modules and
+/// components are skipped).
+fn top_level_exports(bytes: &[u8]) -> Result<Vec<String>, wasmparser::BinaryReaderError> {
+    use wasmparser::{Parser, Payload};
+    let mut depth = 0usize;
+    let mut names = Vec::new();
+    for payload in Parser::new(0).parse_all(bytes) {
+        match payload? {
+            Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
+            Payload::End(_) => depth = depth.saturating_sub(1),
+            Payload::ComponentExportSection(exports) if depth == 0 => {
+                for export in exports {
+                    names.push(export?.name.name.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(names)
 }
 
 /// Where a version came from.

@@ -1,0 +1,308 @@
+//! Audio in a local directory (`$SCRIBE_DATA_DIR/audio` on one instance),
+//! one file per content hash.
+//!
+//! An upload is written to a uniquely named temporary file in the same
+//! directory (`.upload-*.tmp`, so a rename into place is atomic), fsynced,
+//! then renamed to its sha256 and the directory fsynced: a reader, or a
+//! restart, sees a whole file under a hash name or none. The temporary file
+//! is removed on every error, and when the upload is abandoned (its future
+//! dropped); only a crash mid-upload leaves one behind.
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use super::{check_sha256, format, AudioError, AudioStore, StoredAudio};
+
+/// Audio stored as files named by their sha256 in one directory.
+#[derive(Debug, Clone)]
+pub struct LocalAudioStore {
+    dir: PathBuf,
+}
+
+impl LocalAudioStore {
+    /// A store in `dir` (normally `$SCRIBE_DATA_DIR/audio`), created at the
+    /// first upload if it does not exist.
+    pub fn new(dir: PathBuf) -> Self {
+        LocalAudioStore { dir }
+    }
+
+    /// The directory the audio files are in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path_of(&self, sha256: &str) -> Result<PathBuf, AudioError> {
+        check_sha256(sha256)?;
+        Ok(self.dir.join(sha256))
+    }
+}
+
+#[async_trait::async_trait]
+impl AudioStore for LocalAudioStore {
+    async fn put(&self, mut stream: BoxStream<'_, Result<Bytes, std::io::Error>>, limit: u64) -> Result<StoredAudio, AudioError> {
+        let dir = self.dir.clone();
+        let temp = tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&dir)?;
+            tempfile::Builder::new().prefix(".upload-").suffix(".tmp").tempfile_in(&dir)
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        // The path deletes the file when dropped, until it is persisted.
+        let (file, temp_path) = temp.into_parts();
+        let mut file = Some(tokio::fs::File::from_std(file));
+        let mut temp_path = Some(temp_path);
+
+        let mut hasher = Sha256::new();
+        let mut head = Vec::with_capacity(format::HEAD_LEN);
+        let mut seen: u64 = 0;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(AudioError::Read)?;
+            seen = seen.saturating_add(chunk.len() as u64);
+            if seen > limit {
+                // Over: keep nothing, read on (and discard) up to twice the
+                // limit so the client is still listening for the answer.
+                file = None;
+                temp_path = None;
+                if seen > limit.saturating_mul(2) {
+                    break;
+                }
+                continue;
+            }
+            if head.len() < format::HEAD_LEN {
+                let take = (format::HEAD_LEN - head.len()).min(chunk.len());
+                head.extend_from_slice(&chunk[..take]);
+            }
+            hasher.update(&chunk);
+            if let Some(file) = file.as_mut() {
+                file.write_all(&chunk).await?;
+            }
+        }
+        if seen > limit {
+            return Err(AudioError::TooLarge { limit });
+        }
+        if seen == 0 {
+            return Err(AudioError::Empty);
+        }
+        let format = format::sniff(&head)?;
+
+        let (Some(mut file), Some(temp_path)) = (file, temp_path) else {
+            unreachable!("the temporary file is only let go past the limit");
+        };
+        file.flush().await?;
+        file.sync_all().await?;
+        drop(file);
+
+        let sha256 = hex::encode(hasher.finalize());
+        let target = self.dir.join(&sha256);
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            if target.exists() {
+                // Same name, same content: keep the file that is there
+                // (dropping the temporary path deletes the copy).
+                return Ok(());
+            }
+            temp_path.persist(&target)?;
+            std::fs::File::open(&dir)?.sync_all()
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+
+        Ok(StoredAudio { sha256, format, bytes: seen })
+    }
+
+    async fn get(&self, sha256: &str) -> Result<Vec<u8>, AudioError> {
+        let path = self.path_of(sha256)?;
+        Ok(tokio::fs::read(path).await?)
+    }
+
+    async fn delete(&self, sha256: &str) -> Result<(), AudioError> {
+        let path = self.path_of(sha256)?;
+        match tokio::fs::remove_file(path).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn exists(&self, sha256: &str) -> Result<bool, AudioError> {
+        let path = self.path_of(sha256)?;
+        Ok(tokio::fs::try_exists(path).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::audio::AudioFormat;
+
+    const WAV_HEADER: &[u8] = b"RIFF\x24\x08\0\0WAVEfmt \x10\0\0\0\x01\0\x01\0";
+
+    fn wav(len: usize) -> Vec<u8> {
+        let mut bytes = WAV_HEADER.to_vec();
+        bytes.extend((0..len.saturating_sub(WAV_HEADER.len())).map(|i| (i % 251) as u8));
+        bytes
+    }
+
+    /// `bytes` as a stream of `chunk`-byte pieces.
+    fn chunks(bytes: &[u8], chunk: usize) -> BoxStream<'static, Result<Bytes, std::io::Error>> {
+        let pieces: Vec<_> = bytes.chunks(chunk).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+        futures_util::stream::iter(pieces).boxed()
+    }
+
+    /// A stream of `total` bytes of WAV in `chunk`-byte pieces that counts
+    /// the bytes pulled from it.
+    fn counting(total: usize, chunk: usize, pulled: Arc<AtomicU64>) -> BoxStream<'static, Result<Bytes, std::io::Error>> {
+        let bytes = wav(total);
+        let pieces: Vec<Bytes> = bytes.chunks(chunk).map(Bytes::copy_from_slice).collect();
+        futures_util::stream::iter(pieces)
+            .map(move |piece| {
+                pulled.fetch_add(piece.len() as u64, Ordering::SeqCst);
+                Ok(piece)
+            })
+            .boxed()
+    }
+
+    /// Every file in the store's directory, temporary ones included.
+    fn files(dir: &Path) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+        let mut names: Vec<String> = entries.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        names
+    }
+
+    fn store() -> (tempfile::TempDir, LocalAudioStore) {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = LocalAudioStore::new(tmp.path().join("audio"));
+        (tmp, store)
+    }
+
+    #[tokio::test]
+    async fn round_trip() {
+        let (_tmp, store) = store();
+        let audio = wav(100_000);
+        let stored = store.put(chunks(&audio, 4096), 1 << 20).await.unwrap();
+        assert_eq!(stored.sha256, hex::encode(Sha256::digest(&audio)));
+        assert_eq!(stored.format, AudioFormat::Wav);
+        assert_eq!(stored.bytes, audio.len() as u64);
+        assert_eq!(files(store.dir()), [stored.sha256.as_str()]);
+
+        assert!(store.exists(&stored.sha256).await.unwrap());
+        assert_eq!(store.get(&stored.sha256).await.unwrap(), audio);
+
+        store.delete(&stored.sha256).await.unwrap();
+        assert!(!store.exists(&stored.sha256).await.unwrap());
+        assert!(store.get(&stored.sha256).await.unwrap_err().is_not_found());
+        // Deleting again is fine.
+        store.delete(&stored.sha256).await.unwrap();
+        assert!(files(store.dir()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn exactly_the_limit_is_accepted() {
+        let (_tmp, store) = store();
+        let audio = wav(1000);
+        let stored = store.put(chunks(&audio, 333), 1000).await.unwrap();
+        assert_eq!(stored.bytes, 1000);
+    }
+
+    #[tokio::test]
+    async fn same_content_twice_is_one_file() {
+        let (_tmp, store) = store();
+        let audio = wav(10_000);
+        let first = store.put(chunks(&audio, 1000), 1 << 20).await.unwrap();
+        // Different chunking, same content.
+        let second = store.put(chunks(&audio, 777), 1 << 20).await.unwrap();
+        assert_eq!(first, second);
+        assert_eq!(files(store.dir()), [first.sha256.as_str()]);
+        assert_eq!(store.get(&first.sha256).await.unwrap(), audio);
+    }
+
+    #[tokio::test]
+    async fn over_the_limit_is_refused_after_draining_up_to_twice_the_limit() {
+        let (_tmp, store) = store();
+        let limit = 10_000u64;
+        let chunk = 1000usize;
+        let pulled = Arc::new(AtomicU64::new(0));
+        let err = store.put(counting(100_000, chunk, pulled.clone()), limit).await.unwrap_err();
+        assert!(matches!(err, AudioError::TooLarge { limit: 10_000 }), "{err:?}");
+        assert!(err.to_string().contains("SCRIBE_MAX_UPLOAD_BYTES"), "{err}");
+        let pulled = pulled.load(Ordering::SeqCst);
+        assert!(pulled > 2 * limit, "drained only {pulled} bytes");
+        assert!(pulled <= 2 * limit + chunk as u64, "read on past the bound: {pulled} bytes");
+        assert!(files(store.dir()).is_empty(), "{:?}", files(store.dir()));
+    }
+
+    #[tokio::test]
+    async fn slightly_over_the_limit_is_read_to_the_end_and_refused() {
+        let (_tmp, store) = store();
+        let pulled = Arc::new(AtomicU64::new(0));
+        let err = store.put(counting(1500, 100, pulled.clone()), 1000).await.unwrap_err();
+        assert!(matches!(err, AudioError::TooLarge { limit: 1000 }), "{err:?}");
+        assert_eq!(pulled.load(Ordering::SeqCst), 1500);
+        assert!(files(store.dir()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn empty_is_refused() {
+        let (_tmp, store) = store();
+        let err = store.put(futures_util::stream::empty().boxed(), 1000).await.unwrap_err();
+        assert!(matches!(err, AudioError::Empty), "{err:?}");
+        // Empty chunks are still nothing.
+        let err = store.put(chunks(b"", 1), 1000).await.unwrap_err();
+        assert!(matches!(err, AudioError::Empty), "{err:?}");
+        assert!(files(store.dir()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn non_audio_is_refused_and_not_kept() {
+        let (_tmp, store) = store();
+        let err = store.put(chunks(b"<html><body>Not Found</body></html>", 7), 1000).await.unwrap_err();
+        let AudioError::NotAudio { detail } = &err else { panic!("expected NotAudio, got {err:?}") };
+        assert!(detail.contains("text"), "{detail}");
+        assert!(err.to_string().contains("WAV"), "{err}");
+        assert!(files(store.dir()).is_empty(), "{:?}", files(store.dir()));
+    }
+
+    #[tokio::test]
+    async fn a_read_error_is_the_clients_and_keeps_nothing() {
+        let (_tmp, store) = store();
+        let pieces = vec![
+            Ok(Bytes::from_static(WAV_HEADER)),
+            Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "client went away")),
+        ];
+        let err = store.put(futures_util::stream::iter(pieces).boxed(), 1000).await.unwrap_err();
+        assert!(matches!(err, AudioError::Read(_)), "{err:?}");
+        assert!(files(store.dir()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_bad_hash_argument_is_refused_before_the_filesystem() {
+        let (tmp, store) = store();
+        std::fs::create_dir_all(store.dir()).unwrap();
+        std::fs::write(tmp.path().join("secret"), b"x").unwrap();
+        let upper = "A".repeat(64);
+        let short = "a".repeat(63);
+        for bad in ["../secret", "", upper.as_str(), short.as_str(), "/etc/passwd"] {
+            for err in [
+                store.get(bad).await.unwrap_err(),
+                store.exists(bad).await.unwrap_err(),
+                store.delete(bad).await.unwrap_err(),
+            ] {
+                assert!(
+                    matches!(&err, AudioError::Io(e) if e.kind() == std::io::ErrorKind::InvalidInput),
+                    "{bad:?}: {err:?}"
+                );
+            }
+        }
+        assert!(tmp.path().join("secret").exists());
+        assert!(!store.exists(&"0".repeat(64)).await.unwrap());
+    }
+}

@@ -1,0 +1,162 @@
+//! Provider rate limits: a GCRA (generic cell rate algorithm) per provider,
+//! so calls are spaced evenly (30/min means one every 2 s, not 30 at the
+//! top of the minute), with a burst allowance, and an adaptive pause when a
+//! provider answers 429 with a retry-after.
+//!
+//! A call that comes a little late (less than half an interval, e.g. a
+//! timer firing a millisecond after the slot) keeps the schedule: the next
+//! slot is counted from the slot, not from the late call, so timer jitter
+//! does not slowly lower the rate below the limit. Any window of the
+//! interval's length still sees at most one call more than the rate.
+//!
+//! Behind the [`RateLimiter`] trait so that a database-held limiter (one
+//! budget for a fleet of instances) can replace the in-process one.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// A rate: `per_minute` calls, of which `burst` may come back to back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    /// Calls per minute (at least 1).
+    pub per_minute: u32,
+    /// Calls allowed back to back (at least 1).
+    pub burst: u32,
+}
+
+impl Rate {
+    /// The spacing between calls at this rate.
+    pub fn interval(self) -> Duration {
+        Duration::from_secs(60) / self.per_minute.max(1)
+    }
+}
+
+/// Decides when a provider may be called next.
+pub trait RateLimiter: Send + Sync {
+    /// Takes a token of `provider` at `now` if one is free; otherwise
+    /// returns the instant the next one frees up. `None` as the rate means
+    /// unlimited (only pauses apply).
+    fn try_take(&self, provider: &str, rate: Option<Rate>, now: Instant) -> Result<(), Instant>;
+    /// Lets no call of `provider` through before `until` (a 429's
+    /// retry-after); an earlier pause is extended, never shortened.
+    fn pause_until(&self, provider: &str, until: Instant);
+    /// Until when `provider` is paused, if it is at `now`.
+    fn paused_until(&self, provider: &str, now: Instant) -> Option<Instant>;
+}
+
+#[derive(Debug, Default)]
+struct Cell {
+    /// The theoretical arrival time of the next call.
+    tat: Option<Instant>,
+    paused_until: Option<Instant>,
+}
+
+/// The in-process limiter: exact for one instance.
+#[derive(Debug, Default)]
+pub struct LocalRateLimiter {
+    cells: Mutex<HashMap<String, Cell>>,
+}
+
+impl RateLimiter for LocalRateLimiter {
+    fn try_take(&self, provider: &str, rate: Option<Rate>, now: Instant) -> Result<(), Instant> {
+        let mut cells = self.cells.lock().unwrap_or_else(|p| p.into_inner());
+        let cell = cells.entry(provider.to_string()).or_default();
+        if let Some(until) = cell.paused_until.filter(|&until| until > now) {
+            return Err(until);
+        }
+        let Some(rate) = rate else { return Ok(()) };
+        let interval = rate.interval();
+        let tolerance = interval * (rate.burst.max(1) - 1);
+        // Late by less than half an interval: keep the schedule; later than
+        // that, the provider was idle and the schedule restarts now.
+        let tat = match cell.tat {
+            Some(tat) if now < tat + interval / 2 => tat,
+            _ => now,
+        };
+        let allowed_at = tat.checked_sub(tolerance).unwrap_or(now);
+        if now < allowed_at {
+            return Err(allowed_at);
+        }
+        cell.tat = Some(tat + interval);
+        Ok(())
+    }
+
+    fn pause_until(&self, provider: &str, until: Instant) {
+        let mut cells = self.cells.lock().unwrap_or_else(|p| p.into_inner());
+        let cell = cells.entry(provider.to_string()).or_default();
+        cell.paused_until = Some(cell.paused_until.map_or(until, |old| old.max(until)));
+    }
+
+    fn paused_until(&self, provider: &str, now: Instant) -> Option<Instant> {
+        let cells = self.cells.lock().unwrap_or_else(|p| p.into_inner());
+        cells.get(provider).and_then(|c| c.paused_until).filter(|&until| until > now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rate(per_minute: u32, burst: u32) -> Option<Rate> {
+        Some(Rate { per_minute, burst })
+    }
+
+    #[test]
+    fn calls_are_spaced_evenly_with_burst_one() {
+        let limiter = LocalRateLimiter::default();
+        let t0 = Instant::now();
+        assert_eq!(limiter.try_take("p", rate(30, 1), t0), Ok(()));
+        assert_eq!(limiter.try_take("p", rate(30, 1), t0), Err(t0 + Duration::from_secs(2)));
+        let almost = t0 + Duration::from_millis(1999);
+        assert_eq!(limiter.try_take("p", rate(30, 1), almost), Err(t0 + Duration::from_secs(2)));
+        assert_eq!(limiter.try_take("p", rate(30, 1), t0 + Duration::from_secs(2)), Ok(()));
+        assert!(limiter.try_take("other", rate(30, 1), t0).is_ok(), "providers are limited apart");
+    }
+
+    #[test]
+    fn a_minute_admits_exactly_the_rate() {
+        let limiter = LocalRateLimiter::default();
+        let t0 = Instant::now();
+        let mut admitted = Vec::new();
+        let mut now = t0;
+        while now < t0 + Duration::from_secs(60) {
+            if limiter.try_take("p", rate(1800, 1), now).is_ok() {
+                admitted.push(now);
+            }
+            now += Duration::from_millis(1);
+        }
+        assert_eq!(admitted.len(), 1800, "polling jitter does not lower the rate");
+        let busiest = admitted
+            .iter()
+            .map(|&start| admitted.iter().filter(|&&t| t >= start && t < start + Duration::from_secs(1)).count())
+            .max()
+            .unwrap_or(0);
+        assert!(busiest <= 31, "any 1 s window sees at most the rate + 1: {busiest}");
+    }
+
+    #[test]
+    fn burst_allows_back_to_back_calls_then_spacing() {
+        let limiter = LocalRateLimiter::default();
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert_eq!(limiter.try_take("p", rate(60, 3), t0), Ok(()));
+        }
+        assert_eq!(limiter.try_take("p", rate(60, 3), t0), Err(t0 + Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn a_pause_holds_every_call_until_it_ends_and_is_never_shortened() {
+        let limiter = LocalRateLimiter::default();
+        let t0 = Instant::now();
+        let until = t0 + Duration::from_secs(5);
+        limiter.pause_until("p", until);
+        limiter.pause_until("p", t0 + Duration::from_secs(1));
+        assert_eq!(limiter.try_take("p", None, t0), Err(until), "unlimited providers pause too");
+        assert_eq!(limiter.paused_until("p", t0), Some(until));
+        assert_eq!(limiter.try_take("p", rate(30, 1), until), Ok(()));
+        assert_eq!(limiter.paused_until("p", until), None);
+    }
+}

@@ -6,6 +6,8 @@
 //! - `main.rs` (the CLI) and [`server`] (wiring) on top;
 //! - [`api`]: the HTTP surface (one file per route family);
 //! - [`bench`]: the `scribe bench` measurements;
+//! - [`scheduler`]: dispatch under the limits, retries, leases: the only
+//!   caller of provider plugins and policies;
 //! - [`plugins`]: the plugin runtime (engines, sandbox, registry, hot swap);
 //!   it knows nothing of jobs, users or storage;
 //! - [`store`] (users and jobs, durably), [`users`] (API keys), [`limiter`]
@@ -24,6 +26,7 @@ pub mod gate;
 pub mod limiter;
 pub mod metrics;
 pub mod plugins;
+pub mod scheduler;
 pub mod server;
 pub mod store;
 pub mod users;

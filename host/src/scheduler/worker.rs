@@ -1,0 +1,101 @@
+//! One claimed job: fetch its audio, call its provider while renewing the
+//! lease, then record the outcome with a guarded statement. A worker that
+//! lost its lease (the job was taken over) records nothing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::Scheduler;
+use crate::gate::Slot;
+use crate::plugins::types::{RetryDecision, RetryInput, TranscribeRequest};
+use crate::plugins::{CallError, ProviderError};
+use crate::store::{Job, JobError};
+
+impl Scheduler {
+    /// Runs `job`, holding `slot` until the call is over.
+    pub(super) async fn execute(self: Arc<Self>, job: Job, slot: Slot) {
+        let renewal = self.clone().renew_lease_while_running(job.id.clone());
+        let outcome = self.call_provider(&job).await;
+        renewal.abort();
+        if let Err(ProviderError::RateLimited(Some(ms))) = outcome {
+            // Before the slot frees, so no call of this provider slips in.
+            self.parts.limiter.pause_until(&job.spec.provider, Instant::now() + Duration::from_millis(ms));
+        }
+        drop(slot);
+        let recorded = match outcome {
+            Ok(transcript_json) => self.parts.store.succeed(&job.id, &self.parts.owner, &transcript_json, crate::clock::now_ms()).await,
+            Err(error) => self.after_failure(&job, error).await,
+        };
+        match recorded {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(job = %job.id, "the job's lease was lost; its outcome was not recorded"),
+            Err(e) => tracing::error!(job = %job.id, "recording the outcome failed: {e}"),
+        }
+        self.parts.wake.notify_one();
+    }
+
+    async fn call_provider(&self, job: &Job) -> Result<String, ProviderError> {
+        let audio = self
+            .parts
+            .audio
+            .get(&job.spec.audio_sha256)
+            .await
+            .map_err(|e| ProviderError::Fatal(format!("the job's audio cannot be read: {e}")))?;
+        let request = TranscribeRequest {
+            audio,
+            audio_format: job.spec.audio_format.clone(),
+            language: job.spec.language.clone(),
+            prompt: job.spec.prompt.clone(),
+            temperature: job.spec.temperature,
+            model: job.spec.model.clone(),
+        };
+        match self.parts.plugins.transcribe(&job.spec.provider, request).await {
+            Ok(transcript) => serde_json::to_string(&transcript).map_err(|e| ProviderError::Fatal(e.to_string())),
+            Err(CallError::Provider(error)) => Err(error),
+            // The sandbox stopped the call: worth another attempt, which the
+            // retry policy bounds.
+            Err(CallError::Plugin(error)) => Err(ProviderError::Transient(error.to_string())),
+        }
+    }
+
+    /// Asks the retry policy, and requeues or fails the job.
+    async fn after_failure(&self, job: &Job, error: ProviderError) -> Result<bool, crate::store::StoreError> {
+        let now_ms = crate::clock::now_ms();
+        let input = RetryInput { attempt: job.attempts, error: error.clone(), elapsed_ms: (now_ms - job.created_at_ms).max(0) as u64 };
+        let job_error = job_error(&error);
+        let store = &self.parts.store;
+        match self.parts.plugins.decide_retry(&input).await {
+            RetryDecision::RetryIn(ms) => store.retry_later(&job.id, &self.parts.owner, now_ms + ms as i64, &job_error).await,
+            RetryDecision::GiveUp => store.fail(&job.id, &self.parts.owner, &job_error, now_ms).await,
+        }
+    }
+
+    /// Renews the lease every third of its length until aborted or lost.
+    fn renew_lease_while_running(self: Arc<Self>, job_id: String) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let lease = Duration::from_secs(self.parts.config.lease_seconds);
+            loop {
+                tokio::time::sleep(lease / 3).await;
+                let until = crate::clock::now_ms() + lease.as_millis() as i64;
+                match self.parts.store.renew_lease(&job_id, &self.parts.owner, until).await {
+                    Ok(true) => {}
+                    Ok(false) => return,
+                    Err(e) => tracing::warn!(job = %job_id, "renewing the lease failed: {e}"),
+                }
+            }
+        })
+    }
+}
+
+fn job_error(error: &ProviderError) -> JobError {
+    let kind = match error {
+        ProviderError::RateLimited(_) => "rate_limited",
+        ProviderError::Transient(_) => "transient",
+        ProviderError::InvalidInput(_) => "invalid_input",
+        ProviderError::Unauthorized(_) => "unauthorized",
+        ProviderError::Fatal(_) => "fatal",
+    };
+    JobError { kind: kind.into(), message: error.to_string() }
+}

@@ -1,0 +1,199 @@
+//! The scheduler against the fake OpenAI server, with jobs put straight
+//! into the store: limits held, every user served early, retries bounded,
+//! and a 429's retry-after honoured by the whole provider.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use scribe_host::audio::{AudioStore, LocalAudioStore};
+use scribe_host::gate::LocalGate;
+use scribe_host::limiter::LocalRateLimiter;
+use scribe_host::metrics::Metrics;
+use scribe_host::plugins::types::Priority;
+use scribe_host::plugins::Plugins;
+use scribe_host::scheduler::{Parts, Scheduler};
+use scribe_host::store::{Inserted, JobSpec, JobStatus, NewJob, Store};
+use scribe_tests::fake_openai::{FakeOpenAi, Scripted};
+use scribe_tests::{test_config, wait_until};
+use tokio::sync::Notify;
+
+struct Engine {
+    store: Arc<dyn Store>,
+    audio: Arc<dyn AudioStore>,
+    wake: Arc<Notify>,
+    stop: Arc<Notify>,
+    fake: FakeOpenAi,
+    _dir: tempfile::TempDir,
+}
+
+/// A scheduler over SQLite, the local audio store and the shipped
+/// openai-whisper plugin pointed at a fake OpenAI.
+async fn engine(env: &[(&str, &str)]) -> Engine {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeOpenAi::start("sk-test").await;
+    let base_url = fake.base_url();
+    let mut vars = vec![("OPENAI_API_KEY", "sk-test"), ("OPENAI_BASE_URL", base_url.as_str())];
+    vars.extend_from_slice(env);
+    let config = Arc::new(test_config(dir.path(), "", &vars));
+    let plugins = Plugins::start(&config, Metrics::new()).await.unwrap();
+    let store = scribe_host::store::open(&config).await.unwrap();
+    let audio: Arc<dyn AudioStore> = Arc::new(LocalAudioStore::new(dir.path().join("audio")));
+    let (wake, stop) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let scheduler = Scheduler::new(Parts {
+        config,
+        store: store.clone(),
+        audio: audio.clone(),
+        plugins,
+        limiter: Arc::new(LocalRateLimiter::default()),
+        gate: Arc::new(LocalGate::default()),
+        wake: wake.clone(),
+        owner: "test-instance".into(),
+    });
+    tokio::spawn(scheduler.run(stop.clone(), Duration::from_secs(5)));
+    Engine { store, audio, wake, stop, fake, _dir: dir }
+}
+
+/// A small valid WAV file whose samples encode `n`, so every job has its
+/// own audio.
+fn wav(n: u32) -> Vec<u8> {
+    let samples: Vec<u8> = (0..64u32).flat_map(|i| ((n.wrapping_mul(31) + i) as u16).to_le_bytes()).collect();
+    let mut out = Vec::new();
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + samples.len() as u32).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&16000u32.to_le_bytes());
+    out.extend_from_slice(&32000u32.to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&(samples.len() as u32).to_le_bytes());
+    out.extend_from_slice(&samples);
+    out
+}
+
+impl Engine {
+    /// Submits `per_user` jobs for each of `users` users, interleaved the
+    /// way a burst of clients would, and returns the job ids by user.
+    async fn submit_burst(&self, users: usize, per_user: usize) -> BTreeMap<String, Vec<String>> {
+        let mut ids: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut user_ids = Vec::new();
+        for u in 0..users {
+            let name = format!("user{u}");
+            user_ids.push(self.store.create_user(&name, &format!("hash{u}"), 0).await.unwrap().id);
+        }
+        let mut n = 0;
+        for user in &user_ids {
+            for _ in 0..per_user {
+                let bytes = Bytes::from(wav(n));
+                let stored = self.audio.put(Box::pin(futures_util::stream::iter([Ok(bytes)])), 1 << 20).await.unwrap();
+                let spec = JobSpec {
+                    provider: "openai-whisper".into(),
+                    priority: Priority::Normal,
+                    audio_sha256: stored.sha256,
+                    audio_format: "wav".into(),
+                    audio_bytes: stored.bytes,
+                    language: None,
+                    prompt: None,
+                    temperature: None,
+                    model: None,
+                    response_format: "json".into(),
+                };
+                let id = format!("job-{n:05}");
+                let job = NewJob { id: id.clone(), user_id: user.clone(), spec, idempotency_key: None, now_ms: scribe_host::clock::now_ms() };
+                assert!(matches!(self.store.insert_job(job).await.unwrap(), Inserted::Created(_)));
+                ids.entry(user.clone()).or_default().push(id);
+                n += 1;
+            }
+        }
+        self.wake.notify_one();
+        ids
+    }
+
+    async fn wait_all_terminal(&self, ids: &BTreeMap<String, Vec<String>>, timeout: Duration) {
+        let all: Vec<String> = ids.values().flatten().cloned().collect();
+        wait_until("every job to finish", timeout, || async {
+            self.store.queue_length().await.unwrap() == 0
+        })
+        .await;
+        for id in all {
+            let job = self.store.job_by_id(&id).await.unwrap().unwrap();
+            assert!(job.status.is_terminal(), "{id} is {:?}", job.status);
+        }
+    }
+}
+
+fn max_per_window(arrivals: &[Instant], window: Duration) -> usize {
+    arrivals.iter().map(|&a| arrivals.iter().filter(|&&b| b >= a && b < a + window).count()).max().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_holds_the_limits_serves_every_user_early_and_finishes_every_job_once() {
+    let engine = engine(&[("MAX_CONCURRENT_TRANSCRIPTIONS", "3"), ("TRANSCRIPTION_RATE_LIMIT_PER_MINUTE", "1200")]).await;
+    engine.fake.set_latency(Duration::from_millis(50));
+    let ids = engine.submit_burst(5, 12).await;
+    engine.wait_all_terminal(&ids, Duration::from_secs(60)).await;
+
+    let mut first_dispatch: Vec<(i64, String)> = Vec::new();
+    for (user, jobs) in &ids {
+        for id in jobs {
+            let job = engine.store.job_by_id(id).await.unwrap().unwrap();
+            assert_eq!((job.status, job.attempts), (JobStatus::Succeeded, 1), "{id}");
+            let transcript = engine.store.transcript(id).await.unwrap().expect("stored");
+            assert!(transcript.contains("transcript of"), "{transcript}");
+        }
+        let first = engine.store.job_by_id(&jobs[0]).await.unwrap().unwrap().started_at_ms.unwrap();
+        first_dispatch.push((first, user.clone()));
+    }
+    assert_eq!(engine.fake.calls(), 60, "each job called the provider once");
+    assert!(engine.fake.max_in_flight() <= 3, "concurrency cap: {}", engine.fake.max_in_flight());
+    let busiest = max_per_window(&engine.fake.arrivals(), Duration::from_secs(1));
+    assert!(busiest <= 21, "rate limit (+1) in any 1 s window: {busiest}");
+    // Every user's first job starts among the first dispatches: fairness.
+    let mut starts: Vec<i64> = Vec::new();
+    for jobs in ids.values() {
+        for id in jobs {
+            starts.push(engine.store.job_by_id(id).await.unwrap().unwrap().started_at_ms.unwrap());
+        }
+    }
+    starts.sort();
+    let fifth = starts[4];
+    assert!(first_dispatch.iter().all(|(t, _)| *t <= fifth), "every user's first job is among the first 5 dispatches");
+    engine.stop.notify_one();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_pauses_the_provider_until_its_retry_after_and_the_job_is_retried() {
+    // One call at a time, so every call after the 429 is a new one.
+    let engine = engine(&[("TRANSCRIPTION_RATE_LIMIT_PER_MINUTE", "6000"), ("MAX_CONCURRENT_TRANSCRIPTIONS", "1")]).await;
+    engine.fake.push_script(vec![Scripted::RateLimited { retry_after: Some(Duration::from_secs(1)) }, Scripted::Status500]);
+    let ids = engine.submit_burst(1, 3).await;
+    engine.wait_all_terminal(&ids, Duration::from_secs(60)).await;
+    let requests = engine.fake.requests();
+    assert_eq!(requests.len(), 5, "3 jobs, one 429 and one 500 retried once each");
+    let arrivals = engine.fake.arrivals();
+    assert!(arrivals[1] - arrivals[0] >= Duration::from_secs(1), "no call until the retry-after passed");
+    let seen: HashSet<String> = ids.values().flatten().cloned().collect();
+    for id in seen {
+        let job = engine.store.job_by_id(&id).await.unwrap().unwrap();
+        assert_eq!(job.status, JobStatus::Succeeded, "{id}");
+    }
+    engine.stop.notify_one();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_the_provider_refuses_fails_without_a_retry() {
+    let engine = engine(&[]).await;
+    engine.fake.push_script(vec![Scripted::Status(400)]);
+    let ids = engine.submit_burst(1, 1).await;
+    engine.wait_all_terminal(&ids, Duration::from_secs(30)).await;
+    let job = engine.store.job_by_id(&ids.values().next().unwrap()[0]).await.unwrap().unwrap();
+    assert_eq!((job.status, job.attempts), (JobStatus::Failed, 1));
+    assert_eq!(job.error.map(|e| e.kind).as_deref(), Some("invalid_input"));
+    assert_eq!(engine.fake.calls(), 1);
+    engine.stop.notify_one();
+}

@@ -197,3 +197,33 @@ async fn a_job_the_provider_refuses_fails_without_a_retry() {
     assert_eq!(engine.fake.calls(), 1);
     engine.stop.notify_one();
 }
+
+/// The brief's burst in scaled time: 10 users x 100 files, 1800/min,
+/// 5 at a time, 50 ms per call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_briefs_burst_in_scaled_time() {
+    let engine = engine(&[("MAX_CONCURRENT_TRANSCRIPTIONS", "5"), ("TRANSCRIPTION_RATE_LIMIT_PER_MINUTE", "1800")]).await;
+    engine.fake.set_latency(Duration::from_millis(50));
+    let ids = engine.submit_burst(10, 100).await;
+    engine.wait_all_terminal(&ids, Duration::from_secs(120)).await;
+    let mut starts = Vec::new();
+    let mut firsts = Vec::new();
+    for jobs in ids.values() {
+        let mut user_starts = Vec::new();
+        for id in jobs {
+            let job = engine.store.job_by_id(id).await.unwrap().unwrap();
+            assert_eq!((job.status, job.attempts), (JobStatus::Succeeded, 1), "{id}");
+            user_starts.push(job.started_at_ms.unwrap());
+        }
+        firsts.push(*user_starts.iter().min().unwrap());
+        starts.extend(user_starts);
+    }
+    assert_eq!(engine.fake.calls(), 1000, "every job called the provider exactly once");
+    assert!(engine.fake.max_in_flight() <= 5, "never more than 5 in flight: {}", engine.fake.max_in_flight());
+    let busiest = max_per_window(&engine.fake.arrivals(), Duration::from_secs(1));
+    assert!(busiest <= 31, "never more than the limit (+1) in any 1 s window: {busiest}");
+    starts.sort();
+    let tenth = starts[9];
+    assert!(firsts.iter().all(|&t| t <= tenth), "every user's first job starts within the first 10 dispatches");
+    engine.stop.notify_one();
+}

@@ -93,6 +93,9 @@ pub struct Config {
     pub model_dir: Option<PathBuf>,
     /// `SCRIBE_MEMORY_LIMIT_MB`: the memory limit reported to operators.
     pub memory_limit_mb: Option<u64>,
+    /// `SCRIBE_DISPATCH`: whether this instance runs jobs (`false`: it only
+    /// accepts and serves them, an API-only instance).
+    pub dispatch: bool,
     /// `SCRIBE_RETRY_POLICY`: the active retry policy plugin.
     pub retry_policy: String,
     /// `SCRIBE_PRIORITY_POLICY`: the active priority policy plugin.
@@ -153,6 +156,7 @@ impl Config {
             lease_seconds: src.positive("SCRIBE_LEASE_SECONDS", 30)?,
             model_dir: src.opt("SCRIBE_MODEL_DIR")?,
             memory_limit_mb: src.opt("SCRIBE_MEMORY_LIMIT_MB")?,
+            dispatch: src.get("SCRIBE_DISPATCH", true)?,
             retry_policy: src.get("SCRIBE_RETRY_POLICY", "retry-backoff".to_string())?,
             priority_policy: src.get("SCRIBE_PRIORITY_POLICY", "priority-fair".to_string())?,
             max_concurrent_transcriptions: src.positive("MAX_CONCURRENT_TRANSCRIPTIONS", 5)?,

@@ -85,10 +85,12 @@ async fn serve() -> anyhow::Result<()> {
     let running = server::start(config).await?;
     let addr = running.addr;
     println!("scribe listening on http://{addr}");
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
-        result = running.wait() => result?,
-        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; stopping"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; draining"),
+        _ = terminate.recv() => tracing::info!("SIGTERM; draining"),
     }
+    running.shutdown().await?;
     Ok(())
 }
 

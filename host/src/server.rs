@@ -5,12 +5,23 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use std::time::Duration;
+
+use tokio::sync::{oneshot, Notify};
 
 use crate::api::{self, AppState};
+use crate::audio::{AudioStore, LocalAudioStore};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::plugins::{DirWatcher, Plugins, StartError};
+use crate::gate::LocalGate;
+use crate::limiter::LocalRateLimiter;
+use crate::scheduler::{Parts, Scheduler};
+use crate::store::{self, Store, StoreError};
+
+/// How long a shutdown waits for running provider calls to finish; the
+/// rest keep their lease and run again after it expires.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +29,9 @@ pub enum ServerError {
     /// The plugin runtime could not start.
     #[error(transparent)]
     Plugins(#[from] StartError),
+    /// The store could not be opened (or migrated).
+    #[error("cannot open the store: {0}")]
+    Store(#[from] StoreError),
     /// The plugin directory cannot be watched.
     #[error("cannot watch the plugin directory: {0}")]
     Watch(#[from] notify::Error),
@@ -42,22 +56,31 @@ pub struct Running {
     pub plugins: Arc<Plugins>,
     /// Its metrics.
     pub metrics: Metrics,
+    /// Its store (tests create users and read jobs through it).
+    pub store: Arc<dyn Store>,
+    /// Its audio store.
+    pub audio: Arc<dyn AudioStore>,
+    /// The scheduler's wake-up, notified after each accepted submit.
+    pub wake: Arc<Notify>,
     shutdown: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<(), ServerError>>,
+    stop_dispatch: Arc<Notify>,
+    scheduler: Option<tokio::task::JoinHandle<()>>,
     _watcher: DirWatcher,
 }
 
 impl Running {
-    /// Stops accepting, finishes open requests, and returns.
+    /// Stops claiming jobs and lets running calls finish (up to
+    /// [`DRAIN_TIMEOUT`]), stops accepting requests, finishes open ones, and
+    /// returns. Queued jobs stay queued for the next start.
     pub async fn shutdown(mut self) -> Result<(), ServerError> {
+        self.stop_dispatch.notify_one();
+        if let Some(scheduler) = self.scheduler.take() {
+            let _ = scheduler.await;
+        }
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        (&mut self.task).await.unwrap_or(Ok(()))
-    }
-
-    /// Waits until the server stops (on its own or through a signal).
-    pub async fn wait(mut self) -> Result<(), ServerError> {
         (&mut self.task).await.unwrap_or(Ok(()))
     }
 }
@@ -74,7 +97,31 @@ pub async fn start_on(config: Config, listener: TcpListener) -> Result<Running, 
     let metrics = Metrics::new();
     let plugins = Plugins::start(&config, metrics.clone()).await?;
     let watcher = plugins.watch()?;
-    let state = Arc::new(AppState { config: Arc::new(config), plugins: plugins.clone(), metrics: metrics.clone() });
+    let store = store::open(&config).await?;
+    let audio: Arc<dyn AudioStore> = Arc::new(LocalAudioStore::new(config.data_dir.join("audio")));
+    let wake = Arc::new(Notify::new());
+    let state = Arc::new(AppState {
+        config: Arc::new(config),
+        plugins: plugins.clone(),
+        metrics: metrics.clone(),
+        store: store.clone(),
+        audio: audio.clone(),
+        wake: wake.clone(),
+    });
+    let stop_dispatch = Arc::new(Notify::new());
+    let scheduler = state.config.dispatch.then(|| {
+        let scheduler = Scheduler::new(Parts {
+            config: state.config.clone(),
+            store: store.clone(),
+            audio: audio.clone(),
+            plugins: plugins.clone(),
+            limiter: Arc::new(LocalRateLimiter::default()),
+            gate: Arc::new(LocalGate::default()),
+            wake: wake.clone(),
+            owner: format!("scribe-{}-{}", std::process::id(), uuid::Uuid::now_v7()),
+        });
+        tokio::spawn(scheduler.run(stop_dispatch.clone(), DRAIN_TIMEOUT))
+    });
     let (tx, rx) = oneshot::channel::<()>();
     let app = api::router(state);
     let task = tokio::spawn(async move {
@@ -86,5 +133,17 @@ pub async fn start_on(config: Config, listener: TcpListener) -> Result<Running, 
             .map_err(ServerError::Serve)
     });
     tracing::info!(%addr, "scribe is listening");
-    Ok(Running { addr, plugins, metrics, shutdown: Some(tx), task, _watcher: watcher })
+    Ok(Running {
+        addr,
+        plugins,
+        metrics,
+        store,
+        audio,
+        wake,
+        shutdown: Some(tx),
+        task,
+        stop_dispatch,
+        scheduler,
+        _watcher: watcher,
+    })
 }

@@ -55,27 +55,6 @@ async fn engine(env: &[(&str, &str)]) -> Engine {
     Engine { store, audio, wake, stop, fake, _dir: dir }
 }
 
-/// A small valid WAV file whose samples encode `n`, so every job has its
-/// own audio.
-fn wav(n: u32) -> Vec<u8> {
-    let samples: Vec<u8> = (0..64u32).flat_map(|i| ((n.wrapping_mul(31) + i) as u16).to_le_bytes()).collect();
-    let mut out = Vec::new();
-    out.extend_from_slice(b"RIFF");
-    out.extend_from_slice(&(36 + samples.len() as u32).to_le_bytes());
-    out.extend_from_slice(b"WAVEfmt ");
-    out.extend_from_slice(&16u32.to_le_bytes());
-    out.extend_from_slice(&1u16.to_le_bytes());
-    out.extend_from_slice(&1u16.to_le_bytes());
-    out.extend_from_slice(&16000u32.to_le_bytes());
-    out.extend_from_slice(&32000u32.to_le_bytes());
-    out.extend_from_slice(&2u16.to_le_bytes());
-    out.extend_from_slice(&16u16.to_le_bytes());
-    out.extend_from_slice(b"data");
-    out.extend_from_slice(&(samples.len() as u32).to_le_bytes());
-    out.extend_from_slice(&samples);
-    out
-}
-
 impl Engine {
     /// Submits `per_user` jobs for each of `users` users, interleaved the
     /// way a burst of clients would, and returns the job ids by user.
@@ -86,10 +65,10 @@ impl Engine {
             let name = format!("user{u}");
             user_ids.push(self.store.create_user(&name, &format!("hash{u}"), 0).await.unwrap().id);
         }
-        let mut n = 0;
+        let mut n: u32 = 0;
         for user in &user_ids {
             for _ in 0..per_user {
-                let bytes = Bytes::from(wav(n));
+                let bytes = Bytes::from(scribe_tests::wav(n, 64));
                 let stored = self.audio.put(Box::pin(futures_util::stream::iter([Ok(bytes)])), 1 << 20).await.unwrap();
                 let spec = JobSpec {
                     provider: "openai-whisper".into(),

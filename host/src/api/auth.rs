@@ -1,10 +1,13 @@
-//! Who may call what: the admin key check, in constant time.
+//! Who may call what: the admin key check, in constant time, and the
+//! user behind a jobs API request (its bearer key, looked up by hash).
 
 use axum::http::{header, HeaderMap, StatusCode};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::problem::Problem;
+use crate::store::{Store, User};
+use crate::users;
 
 /// The bearer token of a request, if any.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -30,5 +33,26 @@ pub fn require_admin(headers: &HeaderMap, admin_key: Option<&str>) -> Result<(),
         Ok(())
     } else {
         Err(unauthorized())
+    }
+}
+
+/// The user whose API key the request carries (`Authorization: Bearer
+/// KEY`). A missing or unknown key is 401 with `WWW-Authenticate: Bearer`;
+/// the store failing is 500. Keys are looked up by their sha256, so the
+/// comparison reveals nothing about stored keys.
+pub async fn require_user(store: &dyn Store, headers: &HeaderMap) -> Result<User, Problem> {
+    let unauthorized = |detail: &str| {
+        Problem::new(StatusCode::UNAUTHORIZED, detail).with_header(header::WWW_AUTHENTICATE, "Bearer")
+    };
+    let key = bearer(headers)
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| unauthorized("this route needs Authorization: Bearer <your API key>"))?;
+    match users::authenticate(store, key).await {
+        Ok(Some(user)) => Ok(user),
+        Ok(None) => Err(unauthorized("unknown API key")),
+        Err(error) => {
+            tracing::error!(%error, "authenticating a request failed");
+            Err(Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "the store is not answering; try again"))
+        }
     }
 }

@@ -5,6 +5,8 @@
 pub mod admin;
 pub mod auth;
 pub mod body;
+pub mod jobs;
+mod jobs_submit;
 pub mod problem;
 
 use std::sync::Arc;
@@ -12,9 +14,13 @@ use std::sync::Arc;
 use axum::routing::get;
 use axum::{Json, Router};
 
+use tokio::sync::Notify;
+
+use crate::audio::AudioStore;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::plugins::Plugins;
+use crate::store::Store;
 
 /// What every handler can reach.
 pub struct AppState {
@@ -24,6 +30,12 @@ pub struct AppState {
     pub plugins: Arc<Plugins>,
     /// The metrics.
     pub metrics: Metrics,
+    /// Users and jobs.
+    pub store: Arc<dyn Store>,
+    /// Uploaded audio.
+    pub audio: Arc<dyn AudioStore>,
+    /// The scheduler's wake-up: notified after each accepted submit.
+    pub wake: Arc<Notify>,
 }
 
 /// The whole router.
@@ -31,6 +43,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .merge(admin::routes())
+        .merge(jobs::routes())
         .fallback(|| async { problem::Problem::new(axum::http::StatusCode::NOT_FOUND, "no such route") })
         .method_not_allowed_fallback(|| async {
             problem::Problem::new(axum::http::StatusCode::METHOD_NOT_ALLOWED, "this route does not take that method")

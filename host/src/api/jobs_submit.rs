@@ -1,0 +1,356 @@
+//! `POST /v1/jobs`: a submit, validated, its audio stored, its job row
+//! inserted, the scheduler woken.
+//!
+//! Nothing is acknowledged before it is durable: the audio is streamed into
+//! the audio store (hashed, size-limited, recognised by content) and the job
+//! row committed before the 202 goes out. Every refusal is problem JSON
+//! naming the field or setting at fault; an oversize upload is read on and
+//! discarded (bounded) so the client reads the 413 instead of a reset.
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::Json;
+use futures_util::StreamExt;
+use serde::Deserialize;
+
+use super::auth::require_user;
+use super::body::read_limited;
+use super::jobs::{store_problem, JobView};
+use super::problem::Problem;
+use super::AppState;
+use crate::audio::{AudioError, StoredAudio};
+use crate::clock::now_ms;
+use crate::plugins::types::{Priority, ProviderInfo};
+use crate::plugins::World;
+use crate::store::{Inserted, JobSpec, NewJob};
+
+/// The largest JSON submit body (it carries no audio).
+const MAX_JSON_BYTES: u64 = 64 * 1024;
+/// The largest text field of a multipart submit (a prompt, a language...).
+const MAX_FIELD_BYTES: usize = 64 * 1024;
+/// The longest `Idempotency-Key`.
+const MAX_IDEMPOTENCY_KEY_BYTES: usize = 255;
+/// After an oversize upload, what is discarded at most beyond what the
+/// audio store already read (2x the limit), so a client still sending
+/// reads the 413 instead of a reset; past this the connection is closed.
+const MAX_DRAIN_BYTES: u64 = 64 * 1024 * 1024;
+/// The transcript formats a job can ask for.
+const RESPONSE_FORMATS: &[&str] = &["json", "text", "srt", "vtt", "verbose_json"];
+/// Providers that need a secret before they can run: (plugin, config key,
+/// the variable that sets it).
+const PROVIDER_SECRETS: &[(&str, &str, &str)] =
+    &[("openai-whisper", "api_key", "OPENAI_API_KEY"), ("replicate", "api_token", "REPLICATE_API_TOKEN")];
+
+/// The fields of a submit, as sent (multipart text or JSON).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Fields {
+    audio_url: Option<String>,
+    provider: Option<String>,
+    language: Option<String>,
+    prompt: Option<String>,
+    #[serde(default, deserialize_with = "number_or_string")]
+    temperature: Option<String>,
+    priority: Option<String>,
+    response_format: Option<String>,
+    model: Option<String>,
+}
+
+/// Accepts `0.2` or `"0.2"` (validated later, with the multipart form).
+fn number_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let value = Option::<serde_json::Value>::deserialize(d)?;
+    Ok(match value {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) => Some(s),
+        Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+        Some(other) => return Err(serde::de::Error::custom(format!("expected a number, got {other}"))),
+    })
+}
+
+/// The fields, checked.
+struct Options {
+    provider: String,
+    info: ProviderInfo,
+    priority: Priority,
+    response_format: String,
+    language: Option<String>,
+    prompt: Option<String>,
+    temperature: Option<f32>,
+    model: Option<String>,
+}
+
+fn bad(detail: impl Into<String>) -> Problem {
+    Problem::new(StatusCode::BAD_REQUEST, detail)
+}
+
+/// `POST /v1/jobs`: multipart (`file` + fields) or JSON (`audio_url` +
+/// fields). 202 with a new job, 200 with the job an earlier submit with the
+/// same `Idempotency-Key` created.
+pub(super) async fn submit(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+) -> Result<(StatusCode, Json<JobView>), Problem> {
+    let headers = request.headers().clone();
+    let user = require_user(&*state.store, &headers).await?;
+    let idempotency_key = idempotency_key(&headers)?;
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let media_type = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let (fields, audio) = match media_type.as_str() {
+        "multipart/form-data" => read_multipart(&state, request).await?,
+        "application/json" => {
+            let bytes = read_limited(request.into_body(), MAX_JSON_BYTES, "the JSON body limit").await?;
+            let fields: Fields =
+                serde_json::from_slice(&bytes).map_err(|e| bad(format!("malformed JSON body: {e}")))?;
+            if fields.audio_url.is_none() {
+                return Err(bad("audio_url: required in a JSON submit (or send multipart/form-data with a file part)"));
+            }
+            (fields, None)
+        }
+        _ => {
+            return Err(Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "send multipart/form-data with a `file` part, or application/json with `audio_url`",
+            ))
+        }
+    };
+    let options = check_fields(&state, &fields)?;
+    let audio = match audio {
+        Some(audio) => audio,
+        None => {
+            return Err(Problem::new(
+                StatusCode::NOT_IMPLEMENTED,
+                "audio_url is not supported yet: upload the file as multipart/form-data",
+            ))
+        }
+    };
+    let extension = audio.format.extension();
+    if !options.info.accepted_formats.iter().any(|f| f == extension) {
+        return Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "provider {} does not take {extension} audio; it takes: {}",
+                options.provider,
+                options.info.accepted_formats.join(", ")
+            ),
+        ));
+    }
+    if audio.bytes > options.info.max_audio_bytes {
+        return Err(Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("provider {} takes audio up to {} bytes", options.provider, options.info.max_audio_bytes),
+        ));
+    }
+    let queued = state.store.queue_length().await.map_err(store_problem)?;
+    if queued >= state.config.max_queue_length {
+        return Err(Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("the queue is full ({queued} jobs, SCRIBE_MAX_QUEUE_LENGTH); try again shortly"),
+        )
+        .with_header(header::RETRY_AFTER, "5"));
+    }
+    let job = NewJob {
+        id: uuid::Uuid::now_v7().to_string(),
+        user_id: user.id,
+        spec: JobSpec {
+            provider: options.provider,
+            priority: options.priority,
+            audio_sha256: audio.sha256,
+            audio_format: extension.to_string(),
+            audio_bytes: audio.bytes,
+            language: options.language,
+            prompt: options.prompt,
+            temperature: options.temperature,
+            model: options.model,
+            response_format: options.response_format,
+        },
+        idempotency_key,
+        now_ms: now_ms(),
+    };
+    match state.store.insert_job(job).await.map_err(store_problem)? {
+        Inserted::Created(job) => {
+            state.wake.notify_one();
+            Ok((StatusCode::ACCEPTED, Json(JobView::from(&job))))
+        }
+        Inserted::Existing(job) => Ok((StatusCode::OK, Json(JobView::from(&job)))),
+    }
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
+    let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
+    let key = value.to_str().map_err(|_| bad("Idempotency-Key: must be visible ASCII"))?.trim();
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_BYTES {
+        return Err(bad(format!("Idempotency-Key: must be 1 to {MAX_IDEMPOTENCY_KEY_BYTES} characters")));
+    }
+    Ok(Some(key.to_string()))
+}
+
+/// Reads a multipart submit: text fields (bounded) and one `file` part,
+/// streamed into the audio store.
+async fn read_multipart(state: &AppState, request: Request) -> Result<(Fields, Option<StoredAudio>), Problem> {
+    let mut multipart = Multipart::from_request(request, &()).await.map_err(|e| bad(e.body_text()))?;
+    let mut fields = Fields::default();
+    let mut audio = None;
+    let part_problem = |e: axum::extract::multipart::MultipartError| Problem::new(e.status(), e.body_text());
+    while let Some(mut field) = multipart.next_field().await.map_err(part_problem)? {
+        let name = field.name().unwrap_or("").to_string();
+        if name == "file" {
+            if audio.is_some() {
+                return Err(bad("file: send one file part only"));
+            }
+            let limit = state.config.max_upload_bytes;
+            let stream = (&mut field).map(|chunk| chunk.map_err(std::io::Error::other)).boxed();
+            match state.audio.put(stream, limit).await {
+                Ok(stored) => audio = Some(stored),
+                Err(AudioError::TooLarge { limit }) => {
+                    drain(&mut field).await;
+                    return Err(Problem::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!("file: the audio is over the {limit}-byte limit (SCRIBE_MAX_UPLOAD_BYTES)"),
+                    ));
+                }
+                Err(AudioError::Empty) => return Err(bad("file: the audio file is empty (0 bytes)")),
+                Err(e @ AudioError::NotAudio { .. }) => {
+                    return Err(Problem::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("file: {e}")))
+                }
+                Err(e @ AudioError::Read(_)) => return Err(bad(format!("file: {e}"))),
+                Err(error) => {
+                    tracing::error!(%error, "storing an upload failed");
+                    return Err(Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "storing the audio failed; try again"));
+                }
+            }
+            continue;
+        }
+        let slot = match name.as_str() {
+            "provider" => &mut fields.provider,
+            "language" => &mut fields.language,
+            "prompt" => &mut fields.prompt,
+            "temperature" => &mut fields.temperature,
+            "priority" => &mut fields.priority,
+            "response_format" => &mut fields.response_format,
+            "model" => &mut fields.model,
+            "audio_url" => &mut fields.audio_url,
+            other => {
+                return Err(bad(format!(
+                    "unknown field {other:?}; fields: file, provider, language, prompt, temperature, priority, response_format, model"
+                )))
+            }
+        };
+        let mut text = Vec::new();
+        while let Some(chunk) = field.chunk().await.map_err(part_problem)? {
+            text.extend_from_slice(&chunk);
+            if text.len() > MAX_FIELD_BYTES {
+                return Err(bad(format!("{name}: over {MAX_FIELD_BYTES} bytes")));
+            }
+        }
+        let text = String::from_utf8(text).map_err(|_| bad(format!("{name}: not UTF-8 text")))?;
+        *slot = Some(text);
+    }
+    if fields.audio_url.is_some() && audio.is_some() {
+        return Err(bad("send either a file part or audio_url, not both"));
+    }
+    if audio.is_none() && fields.audio_url.is_none() {
+        return Err(bad("file: a `file` part with the audio is required"));
+    }
+    Ok((fields, audio))
+}
+
+/// Reads and discards the rest of an oversize part, up to
+/// [`MAX_DRAIN_BYTES`] (the audio store stopped at twice the limit).
+async fn drain(field: &mut axum::extract::multipart::Field<'_>) {
+    let mut drained: u64 = 0;
+    while let Ok(Some(chunk)) = field.chunk().await {
+        drained += chunk.len() as u64;
+        if drained > MAX_DRAIN_BYTES {
+            break;
+        }
+    }
+}
+
+/// Checks the fields and resolves the provider.
+fn check_fields(state: &AppState, fields: &Fields) -> Result<Options, Problem> {
+    let priority = match fields.priority.as_deref().map(str::trim) {
+        None | Some("") | Some("normal") => Priority::Normal,
+        Some("low") => Priority::Low,
+        Some("high") => Priority::High,
+        Some(other) => return Err(bad(format!("priority: {other:?} is not one of low, normal, high"))),
+    };
+    let response_format = match fields.response_format.as_deref().map(str::trim) {
+        None | Some("") => "json".to_string(),
+        Some(f) if RESPONSE_FORMATS.contains(&f) => f.to_string(),
+        Some(other) => {
+            return Err(bad(format!("response_format: {other:?} is not one of {}", RESPONSE_FORMATS.join(", "))))
+        }
+    };
+    let temperature = match fields.temperature.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(t) => match t.parse::<f32>() {
+            Ok(v) if (0.0..=1.0).contains(&v) => Some(v),
+            _ => return Err(bad(format!("temperature: {t:?} is not a number from 0 to 1"))),
+        },
+    };
+    let text = |v: &Option<String>| v.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_string);
+    let provider = text(&fields.provider).unwrap_or_else(|| default_provider(state).to_string());
+    let info = check_provider(state, &provider)?;
+    Ok(Options {
+        provider,
+        info,
+        priority,
+        response_format,
+        language: text(&fields.language),
+        prompt: fields.prompt.clone().filter(|p| !p.is_empty()),
+        temperature,
+        model: text(&fields.model),
+    })
+}
+
+/// Whether `plugin`'s config has a non-empty `key` (a mapped secret).
+fn has_setting(state: &AppState, plugin: &str, key: &str) -> bool {
+    state.config.plugins.get(plugin).and_then(|s| s.config.get(key)).is_some_and(|v| !v.is_empty())
+}
+
+/// design.md: `openai-whisper` if `OPENAI_API_KEY` is set, else `replicate`
+/// if `REPLICATE_API_TOKEN` is set, else `local-whisper`.
+fn default_provider(state: &AppState) -> &'static str {
+    if has_setting(state, "openai-whisper", "api_key") {
+        "openai-whisper"
+    } else if has_setting(state, "replicate", "api_token") {
+        "replicate"
+    } else {
+        "local-whisper"
+    }
+}
+
+/// The provider must be loaded, of the provider world, and configured.
+fn check_provider(state: &AppState, name: &str) -> Result<ProviderInfo, Problem> {
+    let loaded = state.plugins.get(name).filter(|l| l.world == World::Provider);
+    let Some(info) = loaded.and_then(|l| l.provider_info.clone()) else {
+        let mut names: Vec<String> =
+            state.plugins.list().into_iter().filter(|p| p.world == World::Provider).map(|p| p.name).collect();
+        names.sort();
+        let loaded = if names.is_empty() { "none".to_string() } else { names.join(", ") };
+        return Err(bad(format!("provider: no provider {name:?} is loaded; loaded providers: {loaded}")));
+    };
+    for (plugin, key, variable) in PROVIDER_SECRETS {
+        if *plugin == name && !has_setting(state, plugin, key) {
+            return Err(bad(format!("provider {name} is not configured: set {variable}")));
+        }
+    }
+    Ok(info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_fields_take_numbers_or_strings_and_refuse_unknown_fields() {
+        let f: Fields = serde_json::from_str(r#"{"audio_url":"http://x","temperature":0.5}"#).unwrap();
+        assert_eq!(f.temperature.as_deref(), Some("0.5"));
+        let f: Fields = serde_json::from_str(r#"{"temperature":"0.2"}"#).unwrap();
+        assert_eq!(f.temperature.as_deref(), Some("0.2"));
+        assert!(serde_json::from_str::<Fields>(r#"{"temprature":1}"#).is_err());
+        assert!(serde_json::from_str::<Fields>(r#"{"temperature":[1]}"#).is_err());
+    }
+}

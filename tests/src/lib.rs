@@ -157,3 +157,13 @@ pub fn wav(seed: u32, samples: usize) -> Vec<u8> {
     }
     out
 }
+
+/// Checks that `response` is problem JSON with `status` and returns its
+/// `detail`.
+pub async fn problem(response: reqwest::Response, status: reqwest::StatusCode) -> String {
+    assert_eq!(response.status(), status);
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    let body: serde_json::Value = response.json().await.expect("problem JSON");
+    assert_eq!(body["status"], status.as_u16());
+    body["detail"].as_str().expect("a detail").to_string()
+}

@@ -6,6 +6,7 @@ use reqwest::StatusCode;
 use scribe_host::plugins::builtin_bytes;
 use scribe_host::server::{self, Running};
 use scribe_tests::{guest, test_config};
+use scribe_tests::problem;
 use serde_json::Value;
 
 const KEY: &str = "admin-secret";
@@ -17,13 +18,6 @@ async fn serve(env: &[(&str, &str)]) -> (Running, tempfile::TempDir) {
     (server::start_on(config, listener).await.expect("server starts"), dir)
 }
 
-async fn problem(response: reqwest::Response, status: StatusCode) -> String {
-    assert_eq!(response.status(), status);
-    assert_eq!(response.headers()["content-type"], "application/problem+json");
-    let body: Value = response.json().await.expect("problem JSON");
-    assert_eq!(body["status"], status.as_u16());
-    body["detail"].as_str().expect("a detail").to_string()
-}
 
 #[tokio::test]
 async fn admin_routes_refuse_everything_without_an_admin_key_configured() {

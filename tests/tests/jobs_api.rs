@@ -7,6 +7,7 @@ use scribe_host::clock::now_ms;
 use scribe_host::server::{self, Running};
 use scribe_host::users;
 use scribe_tests::test_config;
+use scribe_tests::problem;
 use serde_json::Value;
 
 /// An API-only server (`SCRIBE_DISPATCH=false`: jobs stay as submitted, so
@@ -97,13 +98,6 @@ impl Env {
     }
 }
 
-async fn problem(response: reqwest::Response, status: StatusCode) -> String {
-    assert_eq!(response.status(), status);
-    assert_eq!(response.headers()["content-type"], "application/problem+json");
-    let body: Value = response.json().await.expect("problem JSON");
-    assert_eq!(body["status"], status.as_u16());
-    body["detail"].as_str().expect("a detail").to_string()
-}
 
 #[tokio::test]
 async fn a_submitted_job_is_shown_listed_private_and_cancelable() {

@@ -206,3 +206,41 @@ async fn the_briefs_burst_in_scaled_time() {
     assert!(firsts.iter().all(|&t| t <= tenth), "every user's first job starts within the first 10 dispatches");
     engine.stop.notify_one();
 }
+
+/// 20 % of calls answered 500 and 10 % answered 429 with a retry-after:
+/// every job still succeeds within the retry policy's attempts, the limits
+/// hold, and after each 429 no new call starts before its retry-after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_are_retried_within_the_policy_and_429s_pause_the_provider() {
+    let engine = engine(&[("MAX_CONCURRENT_TRANSCRIPTIONS", "5"), ("TRANSCRIPTION_RATE_LIMIT_PER_MINUTE", "1800")]).await;
+    let latency = Duration::from_millis(20);
+    engine.fake.set_latency(latency);
+    engine.fake.set_fault_rates(0.2, 0.1, Duration::from_millis(700), 7);
+    let ids = engine.submit_burst(4, 15).await;
+    engine.wait_all_terminal(&ids, Duration::from_secs(120)).await;
+    for id in ids.values().flatten() {
+        let job = engine.store.job_by_id(id).await.unwrap().unwrap();
+        assert_eq!(job.status, JobStatus::Succeeded, "{id}: {:?}", job.error);
+        assert!(job.attempts <= 8, "{id}: {} attempts, over the policy's 8", job.attempts);
+    }
+    let requests = engine.fake.requests();
+    let limited: Vec<Instant> = requests.iter().filter(|r| r.answered == Some(429)).map(|r| r.arrived).collect();
+    let errors = requests.iter().filter(|r| r.answered == Some(500)).count();
+    assert!(!limited.is_empty() && errors > 0, "the faults happened: {} 429s, {errors} 500s", limited.len());
+    assert_eq!(requests.len(), 60 + limited.len() + errors, "one call per job plus one per fault");
+    assert!(engine.fake.max_in_flight() <= 5);
+    let busiest = max_per_window(&engine.fake.arrivals(), Duration::from_secs(1));
+    assert!(busiest <= 31, "rate limit (+1) in any 1 s window: {busiest}");
+    // A call that started before the host read the 429 (within the fake's
+    // latency and a little) is not a new one.
+    let in_flight_slack = latency + Duration::from_millis(30);
+    for &at in &limited {
+        let early: Vec<Duration> = requests
+            .iter()
+            .filter(|r| r.arrived > at + in_flight_slack && r.arrived < at + latency + Duration::from_millis(700))
+            .map(|r| r.arrived - at)
+            .collect();
+        assert!(early.is_empty(), "calls started during a 429's retry-after: {early:?}");
+    }
+    engine.stop.notify_one();
+}

@@ -6,7 +6,7 @@
 //! validation and is read again on its next event. Removing a file changes
 //! nothing until a restart (the serving version stays).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +41,10 @@ pub fn spawn(plugins: Arc<Plugins>, dir: PathBuf) -> Result<DirWatcher, notify::
     })?;
     watcher.watch(&dir, RecursiveMode::NonRecursive)?;
     let task = tokio::spawn(async move {
+        // The content each file had when last read: one write can reach us
+        // in more than one batch of events, and the same bytes are
+        // validated once.
+        let mut last_read: HashMap<PathBuf, String> = HashMap::new();
         while let Some(first) = rx.recv().await {
             let mut paths = BTreeSet::from([first]);
             let settle = tokio::time::sleep(SETTLE);
@@ -53,7 +57,7 @@ pub fn spawn(plugins: Arc<Plugins>, dir: PathBuf) -> Result<DirWatcher, notify::
             }
             for path in paths.iter().filter(|p| is_plugin_file(p)) {
                 if path.exists() {
-                    load_file(&plugins, path).await;
+                    load_changed_file(&plugins, path, &mut last_read).await;
                 } else {
                     tracing::info!(path = %path.display(), "plugin file removed; its version keeps serving until a restart");
                 }
@@ -81,14 +85,34 @@ fn is_plugin_file(path: &Path) -> bool {
 /// Installs one plugin file; failures are logged (by `install`) and the
 /// serving version stays.
 pub(crate) async fn load_file(plugins: &Plugins, path: &Path) {
-    let Some(name) = path.file_stem().and_then(|s| s.to_str()) else { return };
-    if !is_valid_name(name) {
-        tracing::warn!(path = %path.display(), "{}", InstallError::InvalidName(name.to_string()));
+    if let Some((name, bytes)) = read_plugin_file(plugins, path).await {
+        drop(plugins.install(name, bytes, Source::File).await);
+    }
+}
+
+/// Like [`load_file`], unless the file holds what it held when last read.
+async fn load_changed_file(plugins: &Plugins, path: &Path, last_read: &mut HashMap<PathBuf, String>) {
+    let Some((name, bytes)) = read_plugin_file(plugins, path).await else { return };
+    let hash = super::content_hash(&bytes);
+    if last_read.get(path) == Some(&hash) {
         return;
     }
+    last_read.insert(path.to_path_buf(), hash);
+    drop(plugins.install(name, bytes, Source::File).await);
+}
+
+async fn read_plugin_file<'p>(plugins: &Plugins, path: &'p Path) -> Option<(&'p str, Vec<u8>)> {
+    let name = path.file_stem().and_then(|s| s.to_str())?;
+    if !is_valid_name(name) {
+        tracing::warn!(path = %path.display(), "{}", InstallError::InvalidName(name.to_string()));
+        return None;
+    }
     match read_bounded(path, plugins.max_plugin_bytes).await {
-        Ok(bytes) => drop(plugins.install(name, bytes, Source::File).await),
-        Err(e) => tracing::warn!(plugin = name, path = %path.display(), "plugin file not loaded: {e}"),
+        Ok(bytes) => Some((name, bytes)),
+        Err(e) => {
+            tracing::warn!(plugin = name, path = %path.display(), "plugin file not loaded: {e}");
+            None
+        }
     }
 }
 

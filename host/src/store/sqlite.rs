@@ -48,6 +48,40 @@ impl SqliteStore {
     }
 }
 
+/// What ending a lease writes besides the status.
+#[derive(Default)]
+struct Ending<'a> {
+    run_at: Option<i64>,
+    finished_at: Option<i64>,
+    transcript: Option<&'a str>,
+    error: Option<&'a JobError>,
+}
+
+impl SqliteStore {
+    /// Ends `owner`'s lease on a running job, moving it to `status`: the one
+    /// guarded statement behind `succeed`, `retry_later` and `fail`, so a
+    /// job is finished at most once and only by its lease owner.
+    async fn end_lease(&self, job_id: &str, owner: &str, status: JobStatus, ending: Ending<'_>) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE jobs SET status = ?1, run_at = COALESCE(?2, run_at), finished_at = ?3, \
+             transcript = COALESCE(?4, transcript), error_kind = ?5, error_message = ?6, \
+             lease_owner = NULL, lease_until = NULL \
+             WHERE id = ?7 AND status = 'running' AND lease_owner = ?8",
+        )
+        .bind(status.as_str())
+        .bind(ending.run_at)
+        .bind(ending.finished_at)
+        .bind(ending.transcript)
+        .bind(ending.error.map(|e| e.kind.as_str()))
+        .bind(ending.error.map(|e| e.message.as_str()))
+        .bind(job_id)
+        .bind(owner)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
 fn priority_to_int(p: Priority) -> i64 {
     match p {
         Priority::Low => 0,
@@ -266,48 +300,18 @@ impl Store for SqliteStore {
     }
 
     async fn succeed(&self, job_id: &str, owner: &str, transcript_json: &str, now_ms: i64) -> StoreResult<bool> {
-        let done = sqlx::query(
-            "UPDATE jobs SET status = 'succeeded', transcript = ?1, finished_at = ?2, lease_owner = NULL, \
-             lease_until = NULL, error_kind = NULL, error_message = NULL \
-             WHERE id = ?3 AND status = 'running' AND lease_owner = ?4",
-        )
-        .bind(transcript_json)
-        .bind(now_ms)
-        .bind(job_id)
-        .bind(owner)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        self.end_lease(job_id, owner, JobStatus::Succeeded, Ending { finished_at: Some(now_ms), transcript: Some(transcript_json), ..Ending::default() })
+            .await
     }
 
     async fn retry_later(&self, job_id: &str, owner: &str, run_at_ms: i64, error: &JobError) -> StoreResult<bool> {
-        let done = sqlx::query(
-            "UPDATE jobs SET status = 'queued', run_at = ?1, lease_owner = NULL, lease_until = NULL, \
-             error_kind = ?2, error_message = ?3 WHERE id = ?4 AND status = 'running' AND lease_owner = ?5",
-        )
-        .bind(run_at_ms)
-        .bind(&error.kind)
-        .bind(&error.message)
-        .bind(job_id)
-        .bind(owner)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        self.end_lease(job_id, owner, JobStatus::Queued, Ending { run_at: Some(run_at_ms), error: Some(error), ..Ending::default() })
+            .await
     }
 
     async fn fail(&self, job_id: &str, owner: &str, error: &JobError, now_ms: i64) -> StoreResult<bool> {
-        let done = sqlx::query(
-            "UPDATE jobs SET status = 'failed', finished_at = ?1, lease_owner = NULL, lease_until = NULL, \
-             error_kind = ?2, error_message = ?3 WHERE id = ?4 AND status = 'running' AND lease_owner = ?5",
-        )
-        .bind(now_ms)
-        .bind(&error.kind)
-        .bind(&error.message)
-        .bind(job_id)
-        .bind(owner)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        self.end_lease(job_id, owner, JobStatus::Failed, Ending { finished_at: Some(now_ms), error: Some(error), ..Ending::default() })
+            .await
     }
 
     async fn requeue_expired(&self, now_ms: i64) -> StoreResult<u64> {

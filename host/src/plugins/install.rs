@@ -88,8 +88,8 @@ impl Plugins {
         if !is_valid_name(name) {
             return Err(InstallError::InvalidName(name.to_string()));
         }
-        if bytes.len() as u64 > self.max_plugin_bytes {
-            return Err(InstallError::TooLarge { size: bytes.len() as u64, limit: self.max_plugin_bytes });
+        if bytes.len() as u64 > self.config.max_plugin_bytes {
+            return Err(InstallError::TooLarge { size: bytes.len() as u64, limit: self.config.max_plugin_bytes });
         }
         let hash = content_hash(&bytes);
         let _serialized = self.registry.install_lock.lock().await;

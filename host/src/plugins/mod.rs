@@ -24,7 +24,6 @@ mod sandbox;
 pub mod types;
 mod watch;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -38,7 +37,7 @@ pub use registry::{Loaded, PluginSummary, Source, World};
 pub use sandbox::{MAX_LOG_LINES_PER_CALL, MAX_LOG_LINE_BYTES};
 pub use watch::DirWatcher;
 
-use crate::config::{Config, PluginSettings};
+use crate::config::Config;
 use crate::metrics::Metrics;
 use engine::Engines;
 use registry::{Registry, Resolved};
@@ -82,13 +81,11 @@ pub struct Plugins {
     linkers: Arc<Linkers>,
     registry: Registry,
     metrics: Metrics,
-    settings: BTreeMap<String, PluginSettings>,
-    retry_policy: String,
-    priority_policy: String,
+    /// The settings it started with (plugin tables, active policies, the
+    /// plugin directory and size limit).
+    config: Config,
     provider_slots: Semaphore,
     policy_slots: Semaphore,
-    plugin_dir: PathBuf,
-    max_plugin_bytes: u64,
 }
 
 impl Plugins {
@@ -107,13 +104,9 @@ impl Plugins {
             linkers: Arc::new(linkers),
             registry: Registry::default(),
             metrics,
-            settings: config.plugins.clone(),
-            retry_policy: config.retry_policy.clone(),
-            priority_policy: config.priority_policy.clone(),
+            config: config.clone(),
             provider_slots: Semaphore::new(Kind::Provider.limits().pool_instances as usize - 1),
             policy_slots: Semaphore::new(Kind::Policy.limits().pool_instances as usize - 1),
-            plugin_dir: config.plugin_dir.clone(),
-            max_plugin_bytes: config.max_plugin_bytes,
         });
         for &(name, bytes) in builtin::all() {
             plugins
@@ -131,7 +124,7 @@ impl Plugins {
 
     /// Starts watching the plugin directory; stops when the guard drops.
     pub fn watch(self: &Arc<Self>) -> Result<DirWatcher, notify::Error> {
-        watch::spawn(self.clone(), self.plugin_dir.clone())
+        watch::spawn(self.clone(), self.config.plugin_dir.clone())
     }
 
     /// Every serving version, by name.
@@ -152,7 +145,7 @@ impl Plugins {
     /// Installs an uploaded component; once validated it is written to the
     /// plugin directory (then published), so it survives a restart.
     pub async fn upload(&self, name: &str, bytes: Vec<u8>) -> Result<Installed, InstallError> {
-        let path = self.plugin_dir.join(format!("{name}.wasm"));
+        let path = self.config.plugin_dir.join(format!("{name}.wasm"));
         self.install_persisted(name, bytes, Source::Upload, &path).await
     }
 
@@ -164,15 +157,11 @@ impl Plugins {
         self.transcribe_on(&loaded, request).await
     }
 
-    /// The settings of plugin `name` (defaults when the config has none).
-    fn settings(&self, name: &str) -> PluginSettings {
-        self.settings.get(name).cloned().unwrap_or_default()
-    }
 
     /// The limits of plugin `name` of `kind`: its settings over the kind's
     /// defaults. Policies get no outbound hosts whatever the settings say.
     fn resolve(&self, name: &str, kind: Kind) -> Result<Resolved, InstallError> {
-        let settings = self.settings(name);
+        let settings = self.config.plugin(name);
         let defaults = kind.limits();
         let memory_mb = settings.memory_mb.unwrap_or(defaults.default_memory_mb);
         if memory_mb > defaults.max_memory_mb {

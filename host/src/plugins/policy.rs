@@ -17,7 +17,7 @@ impl Plugins {
     /// Asks the active retry policy (`SCRIBE_RETRY_POLICY`) about a failed
     /// attempt; falls back to the built-in backoff if it fails.
     pub async fn decide_retry(&self, input: &RetryInput) -> RetryDecision {
-        let name = &self.retry_policy;
+        let name = &self.config.retry_policy;
         let _slot = self.slot(Kind::Policy).await;
         let answer = match self.loaded(name, World::RetryPolicy) {
             Ok(loaded) => self.decide_on(&loaded, input).await,
@@ -25,7 +25,7 @@ impl Plugins {
         };
         answer.unwrap_or_else(|e| {
             self.fall_back("retry", &e);
-            let settings = BackoffSettings::from_config(&self.settings(name).config.into_iter().collect::<Vec<_>>());
+            let settings = BackoffSettings::from_config(&self.config.plugin(name).config.into_iter().collect::<Vec<_>>());
             decide_backoff(&settings, input.attempt, input.error.kind(), rand::random())
         })
     }
@@ -38,7 +38,7 @@ impl Plugins {
             return Vec::new();
         }
         let _slot = self.slot(Kind::Policy).await;
-        let answer = match self.loaded(&self.priority_policy, World::PriorityPolicy) {
+        let answer = match self.loaded(&self.config.priority_policy, World::PriorityPolicy) {
             Ok(loaded) => self.rank_on(&loaded, candidates).await,
             Err(e) => Err(e),
         };

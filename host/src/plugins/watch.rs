@@ -107,7 +107,7 @@ async fn read_plugin_file<'p>(plugins: &Plugins, path: &'p Path) -> Option<(&'p 
         tracing::warn!(path = %path.display(), "{}", InstallError::InvalidName(name.to_string()));
         return None;
     }
-    match read_bounded(path, plugins.max_plugin_bytes).await {
+    match read_bounded(path, plugins.config.max_plugin_bytes).await {
         Ok(bytes) => Some((name, bytes)),
         Err(e) => {
             tracing::warn!(plugin = name, path = %path.display(), "plugin file not loaded: {e}");

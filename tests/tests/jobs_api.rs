@@ -240,8 +240,8 @@ async fn bad_submits_are_refused_with_a_message_and_change_nothing() {
     assert!(detail.contains("JSON"), "{detail}");
     let detail = problem(json(r#"{"audio_url":"https://example.com/a.wav","priority":"asap"}"#).await.unwrap(), StatusCode::BAD_REQUEST).await;
     assert!(detail.contains("priority"), "{detail}");
-    let detail = problem(json(r#"{"audio_url":"https://example.com/a.wav"}"#).await.unwrap(), StatusCode::NOT_IMPLEMENTED).await;
-    assert!(detail.contains("audio_url"), "{detail}");
+    let detail = problem(json(r#"{"audio_url":"ftp://example.com/a.wav"}"#).await.unwrap(), StatusCode::BAD_REQUEST).await;
+    assert!(detail.contains("audio_url") && detail.contains("http"), "{detail}");
     let plain = env.client.post(format!("{}/v1/jobs", env.base)).bearer_auth(&env.ann).body("hello").send().await.unwrap();
     problem(plain, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
     env.still_serving_with(&job).await;
@@ -315,4 +315,109 @@ async fn submitted_jobs_run_through_the_provider_and_succeed() {
     }
     assert_eq!(fake.calls(), 3, "one provider call per job");
     assert!(fake.requests().iter().all(|r| r.field("language") == Some("en")), "the job's options reach the provider");
+}
+
+/// A server on 127.0.0.1 handing out audio by URL, counting the requests
+/// it received: `/a.wav` (audio), `/big.wav` (300,000 bytes, no
+/// `Content-Length`), `/announced.wav` (`Content-Length` of 300,000),
+/// `/note.txt` (text), `/hop` (a redirect to `/a.wav`); anything else 404.
+async fn audio_server() -> (std::net::SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use axum::body::Body;
+    use axum::http::header;
+    use axum::response::{IntoResponse, Redirect};
+    use axum::routing::get;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let hits = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    let app = axum::Router::new()
+        .route("/a.wav", get(|| async { wav(400) }))
+        .route(
+            "/big.wav",
+            get(|| async {
+                let chunks = wav(150_000).chunks(10_000).map(|c| Ok::<_, std::io::Error>(c.to_vec())).collect::<Vec<_>>();
+                Body::from_stream(futures_util::stream::iter(chunks))
+            }),
+        )
+        .route(
+            "/announced.wav",
+            get(|| async { ([(header::CONTENT_TYPE, "audio/wav")], wav(150_000)).into_response() }),
+        )
+        .route("/note.txt", get(|| async { "this is not audio, only a note about audio".repeat(10) }))
+        .route("/hop", get(|| async { Redirect::temporary("/a.wav") }))
+        .layer(axum::middleware::from_fn(move |request, next: axum::middleware::Next| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async move { next.run(request).await }
+        }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    (addr, hits)
+}
+
+impl Env {
+    async fn submit_url(&self, url: &str) -> reqwest::Response {
+        self.client
+            .post(format!("{}/v1/jobs", self.base))
+            .bearer_auth(&self.ann)
+            .json(&serde_json::json!({ "audio_url": url, "language": "de" }))
+            .send()
+            .await
+            .expect("POST")
+    }
+}
+
+#[tokio::test]
+async fn audio_urls_to_internal_addresses_are_refused_without_a_request() {
+    let (addr, hits) = audio_server().await;
+    let env = serve(&[]).await;
+    let port = addr.port();
+    for url in [
+        format!("http://127.0.0.1:{port}/a.wav"),
+        format!("http://localhost:{port}/a.wav"),
+        format!("http://[::1]:{port}/a.wav"),
+        "http://169.254.169.254/latest/meta-data".to_string(),
+        "http://10.0.0.1/a.wav".to_string(),
+    ] {
+        let detail = problem(env.submit_url(&url).await, StatusCode::BAD_REQUEST).await;
+        assert!(detail.contains("audio_url") && detail.contains("SCRIBE_AUDIO_URL_ALLOW_PRIVATE"), "{url}: {detail}");
+    }
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0, "no refused URL was requested");
+    let page: Value = env.get(&env.ann, "/v1/jobs").await.json().await.unwrap();
+    assert!(page["jobs"].as_array().unwrap().is_empty(), "no refused submit left a job");
+}
+
+#[tokio::test]
+async fn an_allowed_audio_url_is_fetched_checked_and_queued() {
+    let (addr, hits) = audio_server().await;
+    let env = serve(&[
+        ("SCRIBE_AUDIO_URL_ALLOW_PRIVATE", "true"),
+        ("SCRIBE_MAX_UPLOAD_BYTES", "100000"),
+        ("SCRIBE_AUDIO_URL_TIMEOUT_MS", "500"),
+    ])
+    .await;
+    let url = |path: &str| format!("http://localhost:{}{path}", addr.port());
+
+    let response = env.submit_url(&url("/a.wav")).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let job: Value = response.json().await.unwrap();
+    assert_eq!(job["audio_bytes"], wav(400).len() as u64);
+    assert_eq!(job["language"], "de");
+    let hop = env.submit_url(&url("/hop")).await;
+    assert_eq!(hop.status(), StatusCode::ACCEPTED, "a redirect is followed");
+    assert_eq!(hop.json::<Value>().await.unwrap()["audio_bytes"], job["audio_bytes"]);
+
+    let detail = problem(env.submit_url(&url("/big.wav")).await, StatusCode::PAYLOAD_TOO_LARGE).await;
+    assert!(detail.contains("SCRIBE_MAX_UPLOAD_BYTES"), "{detail}");
+    let detail = problem(env.submit_url(&url("/announced.wav")).await, StatusCode::PAYLOAD_TOO_LARGE).await;
+    assert!(detail.contains("announced"), "{detail}");
+    let detail = problem(env.submit_url(&url("/note.txt")).await, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
+    assert!(detail.contains("not audio"), "{detail}");
+    let detail = problem(env.submit_url(&url("/gone.wav")).await, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert!(detail.contains("404"), "{detail}");
+    let silent = scribe_tests::hanging_server().await;
+    let detail =
+        problem(env.submit_url(&format!("http://127.0.0.1:{}/a.wav", silent.port())).await, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert!(detail.contains("500 ms"), "{detail}");
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 7);
+    env.still_serving_with(&job).await;
 }

@@ -12,6 +12,8 @@ use std::sync::Arc;
 use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use serde::Deserialize;
 
@@ -20,7 +22,7 @@ use super::body::read_limited;
 use super::jobs::{store_problem, JobView};
 use super::problem::Problem;
 use super::AppState;
-use crate::audio::{AudioError, StoredAudio};
+use crate::audio::{AudioError, FetchError, StoredAudio};
 use crate::clock::now_ms;
 use crate::plugins::types::{Priority, ProviderInfo};
 use crate::plugins::World;
@@ -116,14 +118,10 @@ pub(super) async fn submit(
         }
     };
     let options = check_fields(&state, &fields)?;
-    let audio = match audio {
-        Some(audio) => audio,
-        None => {
-            return Err(Problem::new(
-                StatusCode::NOT_IMPLEMENTED,
-                "audio_url is not supported yet: upload the file as multipart/form-data",
-            ))
-        }
+    let audio = match (audio, &fields.audio_url) {
+        (Some(audio), _) => audio,
+        (None, Some(url)) => fetch_audio(&state, url).await?,
+        (None, None) => return Err(bad("file: a `file` part with the audio is required")),
     };
     let extension = audio.format.extension();
     if !options.info.accepted_formats.iter().any(|f| f == extension) {
@@ -199,27 +197,12 @@ async fn read_multipart(state: &AppState, request: Request) -> Result<(Fields, O
             if audio.is_some() {
                 return Err(bad("file: send one file part only"));
             }
-            let limit = state.config.max_upload_bytes;
             let stream = (&mut field).map(|chunk| chunk.map_err(std::io::Error::other)).boxed();
-            match state.audio.put(stream, limit).await {
-                Ok(stored) => audio = Some(stored),
-                Err(AudioError::TooLarge { limit }) => {
-                    drain(&mut field).await;
-                    return Err(Problem::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        format!("file: the audio is over the {limit}-byte limit (SCRIBE_MAX_UPLOAD_BYTES)"),
-                    ));
-                }
-                Err(AudioError::Empty) => return Err(bad("file: the audio file is empty (0 bytes)")),
-                Err(e @ AudioError::NotAudio { .. }) => {
-                    return Err(Problem::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("file: {e}")))
-                }
-                Err(e @ AudioError::Read(_)) => return Err(bad(format!("file: {e}"))),
-                Err(error) => {
-                    tracing::error!(%error, "storing an upload failed");
-                    return Err(Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "storing the audio failed; try again"));
-                }
+            let stored = store_audio(state, stream, Origin::Upload).await;
+            if matches!(stored, Err(ref p) if p.status == StatusCode::PAYLOAD_TOO_LARGE.as_u16()) {
+                drain(&mut field).await;
             }
+            audio = Some(stored?);
             continue;
         }
         let slot = match name.as_str() {
@@ -254,6 +237,61 @@ async fn read_multipart(state: &AppState, request: Request) -> Result<(Fields, O
         return Err(bad("file: a `file` part with the audio is required"));
     }
     Ok((fields, audio))
+}
+
+/// Where a submit's audio comes from.
+#[derive(Clone, Copy)]
+enum Origin {
+    /// The `file` part of a multipart submit.
+    Upload,
+    /// A download of the submit's `audio_url`.
+    Download,
+}
+
+/// Streams audio into the audio store under `SCRIBE_MAX_UPLOAD_BYTES`,
+/// turning the store's refusals into problems naming the field.
+async fn store_audio(
+    state: &AppState,
+    stream: BoxStream<'_, Result<Bytes, std::io::Error>>,
+    origin: Origin,
+) -> Result<StoredAudio, Problem> {
+    let field = match origin {
+        Origin::Upload => "file",
+        Origin::Download => "audio_url",
+    };
+    match state.audio.put(stream, state.config.max_upload_bytes).await {
+        Ok(stored) => Ok(stored),
+        Err(AudioError::TooLarge { limit }) => Err(Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("{field}: the audio is over the {limit}-byte limit (SCRIBE_MAX_UPLOAD_BYTES)"),
+        )),
+        Err(AudioError::Empty) => Err(bad(format!("{field}: the audio file is empty (0 bytes)"))),
+        Err(e @ AudioError::NotAudio { .. }) => {
+            Err(Problem::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("{field}: {e}")))
+        }
+        Err(AudioError::Read(e)) => Err(match origin {
+            Origin::Upload => bad(format!("file: reading the upload failed: {e}")),
+            // The remote server's failure, not the client's request.
+            Origin::Download => Problem::new(StatusCode::UNPROCESSABLE_ENTITY, format!("audio_url: {e}")),
+        }),
+        Err(error) => {
+            tracing::error!(%error, "storing audio failed");
+            Err(Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "storing the audio failed; try again"))
+        }
+    }
+}
+
+/// Downloads `url` into the audio store. A refused address or a malformed
+/// URL is the request's fault (400); a download that fails is 422, since
+/// the request was well-formed but its audio could not be had.
+async fn fetch_audio(state: &AppState, url: &str) -> Result<StoredAudio, Problem> {
+    let limit = state.config.max_upload_bytes;
+    let stream = state.fetcher.open(url, limit).await.map_err(|e| match e {
+        FetchError::InvalidUrl(_) | FetchError::Forbidden(_) => bad(format!("audio_url: {e}")),
+        FetchError::TooLarge { .. } => Problem::new(StatusCode::PAYLOAD_TOO_LARGE, format!("audio_url: {e}")),
+        other => Problem::new(StatusCode::UNPROCESSABLE_ENTITY, format!("audio_url: {other}")),
+    })?;
+    store_audio(state, stream, Origin::Download).await
 }
 
 /// Reads and discards the rest of an oversize part, up to

@@ -16,7 +16,7 @@ use axum::{Json, Router};
 
 use tokio::sync::Notify;
 
-use crate::audio::AudioStore;
+use crate::audio::{AudioStore, UrlFetcher};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::plugins::Plugins;
@@ -34,6 +34,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// Uploaded audio.
     pub audio: Arc<dyn AudioStore>,
+    /// Downloads the audio of submits that name an `audio_url`.
+    pub fetcher: UrlFetcher,
     /// The scheduler's wake-up: notified after each accepted submit.
     pub wake: Arc<Notify>,
 }

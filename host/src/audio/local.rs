@@ -6,9 +6,17 @@
 //! then renamed to its sha256 and the directory fsynced: a reader, or a
 //! restart, sees a whole file under a hash name or none. The temporary file
 //! is removed on every error, and when the upload is abandoned (its future
-//! dropped); only a crash mid-upload leaves one behind.
+//! dropped); only a crash mid-upload leaves one behind, and retention
+//! removes it later.
+//!
+//! A file's modification time says when audio was last stored: a `put` of
+//! content that is already there re-stamps the file, so retention, which
+//! removes only files stamped before its cutoff, never removes audio that a
+//! submit has just stored for a job it is about to insert.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
@@ -22,13 +30,16 @@ use super::{check_sha256, format, AudioError, AudioStore, StoredAudio};
 #[derive(Debug, Clone)]
 pub struct LocalAudioStore {
     dir: PathBuf,
+    /// Held while a `put` places or re-stamps a file and while retention
+    /// checks a file's stamp and removes it, so the two never interleave.
+    placing: Arc<Mutex<()>>,
 }
 
 impl LocalAudioStore {
     /// A store in `dir` (normally `$SCRIBE_DATA_DIR/audio`), created at the
     /// first upload if it does not exist.
     pub fn new(dir: PathBuf) -> Self {
-        LocalAudioStore { dir }
+        LocalAudioStore { dir, placing: Arc::default() }
     }
 
     /// The directory the audio files are in.
@@ -46,12 +57,11 @@ impl LocalAudioStore {
 impl AudioStore for LocalAudioStore {
     async fn put(&self, mut stream: BoxStream<'_, Result<Bytes, std::io::Error>>, limit: u64) -> Result<StoredAudio, AudioError> {
         let dir = self.dir.clone();
-        let temp = tokio::task::spawn_blocking(move || {
+        let temp = blocking(move || {
             std::fs::create_dir_all(&dir)?;
             tempfile::Builder::new().prefix(".upload-").suffix(".tmp").tempfile_in(&dir)
         })
-        .await
-        .map_err(std::io::Error::other)??;
+        .await?;
         // The path deletes the file when dropped, until it is persisted.
         let (file, temp_path) = temp.into_parts();
         let mut file = Some(tokio::fs::File::from_std(file));
@@ -100,17 +110,20 @@ impl AudioStore for LocalAudioStore {
         let sha256 = hex::encode(hasher.finalize());
         let target = self.dir.join(&sha256);
         let dir = self.dir.clone();
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let placing = self.placing.clone();
+        blocking(move || -> std::io::Result<()> {
+            let _placing = placing.lock().unwrap_or_else(|e| e.into_inner());
             if target.exists() {
                 // Same name, same content: keep the file that is there
-                // (dropping the temporary path deletes the copy).
-                return Ok(());
+                // (dropping the temporary path deletes the copy), stamped
+                // as stored now.
+                return std::fs::File::options().append(true).open(&target)?.set_modified(SystemTime::now());
             }
             temp_path.persist(&target)?;
             std::fs::File::open(&dir)?.sync_all()
         })
         .await
-        .map_err(std::io::Error::other)??;
+        ?;
 
         Ok(StoredAudio { sha256, format, bytes: seen })
     }
@@ -133,6 +146,81 @@ impl AudioStore for LocalAudioStore {
         let path = self.path_of(sha256)?;
         Ok(tokio::fs::try_exists(path).await?)
     }
+
+    async fn stored_before(&self, before: SystemTime) -> Result<Vec<String>, AudioError> {
+        let dir = self.dir.clone();
+        let files = blocking(move || files_stamped_before(&dir, before)).await?;
+        Ok(files.into_iter().filter(|name| check_sha256(name).is_ok()).collect())
+    }
+
+    async fn delete_if_stored_before(&self, sha256: &str, before: SystemTime) -> Result<bool, AudioError> {
+        let path = self.path_of(sha256)?;
+        let placing = self.placing.clone();
+        let deleted = blocking(move || {
+            let _placing = placing.lock().unwrap_or_else(|e| e.into_inner());
+            let stamped = match std::fs::metadata(&path) {
+                Ok(meta) => meta.modified()?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+                Err(e) => return Err(e),
+            };
+            if stamped >= before {
+                return Ok(false);
+            }
+            std::fs::remove_file(&path)?;
+            Ok(true)
+        })
+        .await?;
+        Ok(deleted)
+    }
+
+    async fn remove_abandoned_uploads(&self, before: SystemTime) -> Result<u64, AudioError> {
+        let dir = self.dir.clone();
+        let removed = blocking(move || {
+            let mut removed = 0;
+            for name in files_stamped_before(&dir, before)? {
+                if name.starts_with(".upload-") && name.ends_with(".tmp") {
+                    match std::fs::remove_file(dir.join(&name)) {
+                        Ok(()) => removed += 1,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            Ok(removed)
+        })
+        .await?;
+        Ok(removed)
+    }
+}
+
+/// Runs blocking file work off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(work).await.map_err(std::io::Error::other)?
+}
+
+/// The names of the files in `dir` last modified before `before` (none if
+/// the directory does not exist yet).
+fn files_stamped_before(dir: &Path, before: SystemTime) -> std::io::Result<Vec<String>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let meta = match entry.metadata() {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        if meta.is_file() && meta.modified()? < before {
+            names.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    Ok(names)
 }
 
 #[cfg(test)]
@@ -304,5 +392,27 @@ mod tests {
         }
         assert!(tmp.path().join("secret").exists());
         assert!(!store.exists(&"0".repeat(64)).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn storing_audio_again_restamps_it_so_retention_keeps_it() {
+        let (_tmp, store) = store();
+        let audio = wav(1000);
+        let stored = store.put(chunks(&audio, 256), 1 << 20).await.unwrap();
+        let path = store.dir().join(&stored.sha256);
+        let day_ago = SystemTime::now() - std::time::Duration::from_secs(86_400);
+        std::fs::File::options().append(true).open(&path).unwrap().set_modified(day_ago).unwrap();
+        let hour_ago = SystemTime::now() - std::time::Duration::from_secs(3600);
+        assert_eq!(store.stored_before(hour_ago).await.unwrap(), [stored.sha256.clone()]);
+
+        store.put(chunks(&audio, 256), 1 << 20).await.unwrap();
+        assert!(store.stored_before(hour_ago).await.unwrap().is_empty(), "a second put re-stamps the file");
+        assert!(!store.delete_if_stored_before(&stored.sha256, hour_ago).await.unwrap());
+        assert_eq!(store.get(&stored.sha256).await.unwrap(), audio);
+
+        std::fs::File::options().append(true).open(&path).unwrap().set_modified(day_ago).unwrap();
+        assert!(store.delete_if_stored_before(&stored.sha256, hour_ago).await.unwrap());
+        assert!(!store.exists(&stored.sha256).await.unwrap());
+        assert!(!store.delete_if_stored_before(&stored.sha256, hour_ago).await.unwrap(), "gone already");
     }
 }

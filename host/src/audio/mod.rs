@@ -10,11 +10,15 @@
 //! (a local directory on one instance; the database, a shared directory or a
 //! bucket in a fleet); [`LocalAudioStore`] is the first implementation.
 
+mod fetch;
 mod format;
 mod local;
 
+pub use fetch::{is_public, FetchError, UrlFetcher};
 pub use format::{sniff, AudioFormat, ACCEPTED, HEAD_LEN};
 pub use local::LocalAudioStore;
+
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
@@ -88,6 +92,18 @@ pub trait AudioStore: Send + Sync {
 
     /// Whether audio is stored under `sha256`.
     async fn exists(&self, sha256: &str) -> Result<bool, AudioError>;
+
+    /// The hashes of audio last stored (by any `put`) before `before`.
+    async fn stored_before(&self, before: SystemTime) -> Result<Vec<String>, AudioError>;
+
+    /// Removes the audio under `sha256` if no `put` stored it since
+    /// `before`, atomically with respect to `put` (so audio a submit has
+    /// just stored again is never removed under it); whether it was removed.
+    async fn delete_if_stored_before(&self, sha256: &str, before: SystemTime) -> Result<bool, AudioError>;
+
+    /// Removes what uploads interrupted by a crash left behind, if started
+    /// before `before`; how many.
+    async fn remove_abandoned_uploads(&self, before: SystemTime) -> Result<u64, AudioError>;
 }
 
 /// Refuses anything but 64 lowercase hex digits, before a hash is used as a

@@ -81,6 +81,9 @@ pub trait Store: Send + Sync {
     /// Puts running jobs whose lease expired before `now_ms` back in the
     /// queue (their attempt stays counted); returns how many.
     async fn requeue_expired(&self, now_ms: i64) -> StoreResult<u64>;
+    /// Whether a job still needs the audio `sha256`: one that is queued or
+    /// running, or that finished at or after `finished_since_ms`.
+    async fn audio_in_use(&self, sha256: &str, finished_since_ms: i64) -> StoreResult<bool>;
     /// The stored transcript (JSON) of a succeeded job.
     async fn transcript(&self, job_id: &str) -> StoreResult<Option<String>>;
 }

@@ -233,6 +233,18 @@ impl Store for SqliteStore {
         Ok(n as u64)
     }
 
+    async fn audio_in_use(&self, sha256: &str, finished_since_ms: i64) -> StoreResult<bool> {
+        let used: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM jobs WHERE audio_sha256 = ? \
+               AND (status IN ('queued', 'running') OR finished_at >= ?))",
+        )
+        .bind(sha256)
+        .bind(finished_since_ms)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(used)
+    }
+
     async fn heads(&self, provider: &str, now_ms: i64) -> StoreResult<Vec<Head>> {
         let rows = sqlx::query(
             "WITH ready AS ( \

@@ -81,6 +81,11 @@ pub struct Config {
     pub admin_api_key: Option<String>,
     /// `SCRIBE_MAX_UPLOAD_BYTES`: the largest audio upload.
     pub max_upload_bytes: u64,
+    /// `SCRIBE_AUDIO_URL_ALLOW_PRIVATE`: whether a submit's `audio_url` may
+    /// point at loopback, private or link-local addresses.
+    pub audio_url_allow_private: bool,
+    /// `SCRIBE_AUDIO_URL_TIMEOUT_MS`: the deadline of one `audio_url` download.
+    pub audio_url_timeout_ms: u64,
     /// `SCRIBE_MAX_PLUGIN_BYTES`: the largest plugin component accepted.
     pub max_plugin_bytes: u64,
     /// `SCRIBE_MAX_QUEUE_LENGTH`: queued jobs before submits get 429.
@@ -146,10 +151,12 @@ impl Config {
         map_plugin_env(&env, &mut plugins)?;
         let config = Self {
             listen: src.get("SCRIBE_LISTEN", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
-            database_url: src.opt("DATABASE_URL")?,
+            database_url: check_database_url(src.raw("DATABASE_URL"))?,
             plugin_dir,
             admin_api_key: src.opt::<String>("ADMIN_API_KEY")?.filter(|k| !k.is_empty()),
             max_upload_bytes: src.get("SCRIBE_MAX_UPLOAD_BYTES", 25 * 1024 * 1024)?,
+            audio_url_allow_private: src.get("SCRIBE_AUDIO_URL_ALLOW_PRIVATE", false)?,
+            audio_url_timeout_ms: src.positive("SCRIBE_AUDIO_URL_TIMEOUT_MS", 30_000)?,
             max_plugin_bytes: src.get("SCRIBE_MAX_PLUGIN_BYTES", 64 * 1024 * 1024)?,
             max_queue_length: src.get("SCRIBE_MAX_QUEUE_LENGTH", 10_000)?,
             audio_retention_hours: src.get("SCRIBE_AUDIO_RETENTION_HOURS", 24)?,
@@ -176,6 +183,24 @@ impl Config {
     pub fn plugin(&self, name: &str) -> PluginSettings {
         self.plugins.get(name).cloned().unwrap_or_default()
     }
+}
+
+/// Only SQLite is built in so far: any other `DATABASE_URL` stops start-up
+/// instead of being mistaken for a SQLite path.
+fn check_database_url(raw: Option<(String, String)>) -> Result<Option<String>, ConfigError> {
+    let Some((name, value)) = raw else { return Ok(None) };
+    let value = value.trim().to_string();
+    if value.is_empty() {
+        return Ok(None);
+    }
+    if value.starts_with("sqlite:") {
+        return Ok(Some(value));
+    }
+    Err(ConfigError::Invalid {
+        name,
+        value,
+        reason: "only sqlite:// URLs are supported by this version (unset it to use $SCRIBE_DATA_DIR/scribe.db)".into(),
+    })
 }
 
 fn read_file(path: &str) -> Result<toml::Table, ConfigError> {
@@ -376,6 +401,14 @@ mod tests {
         assert_eq!(p.config["model"], "whisper-1");
         assert_eq!(p.config["api_key"], "sk-test");
         assert_eq!(p.allowed_hosts, vec!["api.openai.com", "127.0.0.1:4000"]);
+    }
+
+    #[test]
+    fn a_database_url_other_than_sqlite_stops_start_up() {
+        let err = Config::from_vars(vars(&[("DATABASE_URL", "postgres://postgres@127.0.0.1/test")])).unwrap_err();
+        assert!(err.to_string().starts_with("DATABASE_URL:") && err.to_string().contains("sqlite://"), "{err}");
+        let c = Config::from_vars(vars(&[("DATABASE_URL", "sqlite:///tmp/x.db")])).unwrap();
+        assert_eq!(c.database_url.as_deref(), Some("sqlite:///tmp/x.db"));
     }
 
     #[test]

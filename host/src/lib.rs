@@ -13,7 +13,10 @@
 //! - [`store`] (users and jobs, durably), [`users`] (API keys), [`limiter`]
 //!   (rate per provider) and [`gate`] (concurrency per provider);
 //! - [`audio`]: uploads stored by sha256 behind the `AudioStore` trait
-//!   (`$SCRIBE_DATA_DIR/audio` locally) and audio recognised by its bytes;
+//!   (`$SCRIBE_DATA_DIR/audio` locally), audio recognised by its bytes,
+//!   and `audio_url` downloads that cannot reach internal addresses;
+//! - [`retention`]: removes audio no job needs any more (uses `store` and
+//!   `audio`);
 //! - [`config`], [`metrics`], [`clock`] and [`files`] at the bottom, importing none of the above.
 
 pub mod api;
@@ -26,6 +29,7 @@ pub mod gate;
 pub mod limiter;
 pub mod metrics;
 pub mod plugins;
+pub mod retention;
 pub mod scheduler;
 pub mod server;
 pub mod store;

@@ -10,13 +10,14 @@ use std::time::Duration;
 use tokio::sync::{oneshot, Notify};
 
 use crate::api::{self, AppState};
-use crate::audio::{AudioStore, LocalAudioStore};
+use crate::audio::{AudioStore, LocalAudioStore, UrlFetcher};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::plugins::{DirWatcher, Plugins, StartError};
 use crate::gate::LocalGate;
 use crate::limiter::LocalRateLimiter;
 use crate::scheduler::{Parts, Scheduler};
+use crate::retention;
 use crate::store::{self, Store, StoreError};
 
 /// How long a shutdown waits for running provider calls to finish; the
@@ -66,6 +67,7 @@ pub struct Running {
     task: tokio::task::JoinHandle<Result<(), ServerError>>,
     stop_dispatch: Arc<Notify>,
     scheduler: Option<tokio::task::JoinHandle<()>>,
+    retention: tokio::task::JoinHandle<()>,
     _watcher: DirWatcher,
 }
 
@@ -74,6 +76,7 @@ impl Running {
     /// [`DRAIN_TIMEOUT`]), stops accepting requests, finishes open ones, and
     /// returns. Queued jobs stay queued for the next start.
     pub async fn shutdown(mut self) -> Result<(), ServerError> {
+        self.retention.abort();
         self.stop_dispatch.notify_one();
         if let Some(scheduler) = self.scheduler.take() {
             let _ = scheduler.await;
@@ -101,13 +104,19 @@ pub async fn start_on(config: Config, listener: TcpListener) -> Result<Running, 
     let audio: Arc<dyn AudioStore> = Arc::new(LocalAudioStore::new(config.data_dir.join("audio")));
     let wake = Arc::new(Notify::new());
     let state = Arc::new(AppState {
-        config: Arc::new(config),
         plugins: plugins.clone(),
         metrics: metrics.clone(),
         store: store.clone(),
         audio: audio.clone(),
+        fetcher: UrlFetcher::new(config.audio_url_allow_private, config.audio_url_timeout_ms),
         wake: wake.clone(),
+        config: Arc::new(config),
     });
+    let retention = retention::spawn(
+        store.clone(),
+        audio.clone(),
+        Duration::from_secs(state.config.audio_retention_hours.saturating_mul(3600)),
+    );
     let stop_dispatch = Arc::new(Notify::new());
     let scheduler = state.config.dispatch.then(|| {
         let scheduler = Scheduler::new(Parts {
@@ -144,6 +153,7 @@ pub async fn start_on(config: Config, listener: TcpListener) -> Result<Running, 
         task,
         stop_dispatch,
         scheduler,
+        retention,
         _watcher: watcher,
     })
 }

@@ -4,7 +4,8 @@
 //!
 //! The test files are in `tests/tests/`: `sandbox` (hostile guests),
 //! `hot_swap`, `policies`, `template`, `admin_api` and `openai_plugin`.
-//! [`fake_openai`] stands in for OpenAI's transcription API.
+//! [`fake_openai`] (from the `scribe-fakes` crate) stands in for OpenAI's
+//! transcription API.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -17,7 +18,7 @@ use scribe_host::config::Config;
 use scribe_host::metrics::Metrics;
 use scribe_host::plugins::Plugins;
 
-pub mod fake_openai;
+pub use scribe_fakes::openai as fake_openai;
 
 mod table {
     include!(concat!(env!("OUT_DIR"), "/test_guests.rs"));
@@ -135,28 +136,7 @@ pub async fn hanging_server() -> SocketAddr {
     addr
 }
 
-/// A small valid WAV file (16-bit mono, 8 kHz) of `samples` samples whose
-/// values depend on `seed`, so each seed gives distinct audio.
-pub fn wav(seed: u32, samples: usize) -> Vec<u8> {
-    let data_len = (samples * 2) as u32;
-    let mut out = Vec::with_capacity(44 + samples * 2);
-    out.extend_from_slice(b"RIFF");
-    out.extend_from_slice(&(36 + data_len).to_le_bytes());
-    out.extend_from_slice(b"WAVEfmt ");
-    out.extend_from_slice(&16u32.to_le_bytes());
-    out.extend_from_slice(&1u16.to_le_bytes()); // PCM
-    out.extend_from_slice(&1u16.to_le_bytes()); // mono
-    out.extend_from_slice(&8000u32.to_le_bytes());
-    out.extend_from_slice(&16000u32.to_le_bytes()); // byte rate
-    out.extend_from_slice(&2u16.to_le_bytes()); // block align
-    out.extend_from_slice(&16u16.to_le_bytes()); // bits per sample
-    out.extend_from_slice(b"data");
-    out.extend_from_slice(&data_len.to_le_bytes());
-    for i in 0..samples as u32 {
-        out.extend_from_slice(&(seed.wrapping_mul(31).wrapping_add(i.wrapping_mul(37)) as i16).to_le_bytes());
-    }
-    out
-}
+pub use scribe_fakes::wav;
 
 /// Checks that `response` is problem JSON with `status` and returns its
 /// `detail`.

@@ -60,6 +60,39 @@ enum BenchCommand {
         #[arg(long)]
         provider: Option<PathBuf>,
     },
+    /// The brief's burst in scaled time: makespan against its bound, the
+    /// limits as the provider saw them, per-user completion spread (needs a
+    /// build with `--features bench`).
+    Burst {
+        /// Users submitting at once.
+        #[arg(long, default_value_t = 10)]
+        users: u32,
+        /// Distinct files per user.
+        #[arg(long, default_value_t = 100)]
+        jobs_per_user: u32,
+        /// Provider calls per minute.
+        #[arg(long, default_value_t = 1800)]
+        rate: u32,
+        /// Provider calls at once.
+        #[arg(long, default_value_t = 5)]
+        concurrency: u32,
+        /// The fake provider's latency per call, in ms.
+        #[arg(long, default_value_t = 50)]
+        latency_ms: u64,
+    },
+    /// Jobs per second end to end with the limits off and an instant
+    /// provider, and submit latency (needs a build with `--features bench`).
+    Throughput {
+        /// Jobs submitted.
+        #[arg(long, default_value_t = 5000)]
+        jobs: u32,
+        /// Clients submitting at once.
+        #[arg(long, default_value_t = 32)]
+        clients: u32,
+        /// Provider calls at once.
+        #[arg(long, default_value_t = 32)]
+        concurrency: u32,
+    },
 }
 
 #[tokio::main]
@@ -73,10 +106,30 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve => serve().await,
         Command::Users { what } => users(what).await,
-        Command::Bench { what: BenchCommand::Plugins { iterations, swaps, provider } } => {
-            let settings = PluginBench { iterations, swaps, provider };
-            Ok(bench::run_plugins(&settings).await?)
+        Command::Bench { what } => run_bench(what).await,
+    }
+}
+
+async fn run_bench(what: BenchCommand) -> anyhow::Result<()> {
+    match what {
+        BenchCommand::Plugins { iterations, swaps, provider } => {
+            Ok(bench::run_plugins(&PluginBench { iterations, swaps, provider }).await?)
         }
+        #[cfg(feature = "bench")]
+        BenchCommand::Burst { users, jobs_per_user, rate, concurrency, latency_ms } => {
+            let latency = std::time::Duration::from_millis(latency_ms);
+            let settings = bench::Burst { users, jobs_per_user, rate_per_minute: rate, concurrency, latency };
+            Ok(bench::run_burst(&settings).await?)
+        }
+        #[cfg(feature = "bench")]
+        BenchCommand::Throughput { jobs, clients, concurrency } => {
+            Ok(bench::run_throughput(&bench::Throughput { jobs, clients, concurrency }).await?)
+        }
+        #[cfg(not(feature = "bench"))]
+        BenchCommand::Burst { .. } | BenchCommand::Throughput { .. } => anyhow::bail!(
+            "this build has no fake provider to run jobs against; run: \
+             cargo run --release --features bench --bin scribe -- bench burst (or throughput)"
+        ),
     }
 }
 

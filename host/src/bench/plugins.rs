@@ -1,11 +1,11 @@
-//! `scribe bench plugins`: what a plugin call costs here, printed as
-//! figures (medians and p99s), never asserted.
+//! `scribe bench plugins`: what a plugin call costs here.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::{BenchError, Summary};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::plugins::types::{Candidate, Priority, RetryInput};
@@ -21,51 +21,6 @@ pub struct PluginBench {
     /// A provider component to measure instantiation with (else the first
     /// serving provider, if any).
     pub provider: Option<PathBuf>,
-}
-
-/// The benchmark could not run.
-#[derive(Debug, thiserror::Error)]
-pub enum BenchError {
-    /// A temporary directory or a file could not be used.
-    #[error("i/o: {0}")]
-    Io(#[from] std::io::Error),
-    /// The configuration was refused.
-    #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
-    /// The plugin runtime did not start.
-    #[error(transparent)]
-    Start(#[from] crate::plugins::StartError),
-    /// The directory watcher did not start.
-    #[error("watching the plugin directory: {0}")]
-    Watch(#[from] notify::Error),
-    /// A plugin was refused.
-    #[error(transparent)]
-    Install(#[from] crate::plugins::InstallError),
-    /// A plugin call failed.
-    #[error(transparent)]
-    Call(#[from] crate::plugins::PluginError),
-    /// The measurement itself went wrong.
-    #[error("{0}")]
-    Measure(String),
-}
-
-/// Median and p99 of a set of durations.
-pub struct Summary {
-    /// The median.
-    pub median: Duration,
-    /// The 99th percentile.
-    pub p99: Duration,
-}
-
-impl Summary {
-    fn of(mut samples: Vec<Duration>) -> Self {
-        if samples.is_empty() {
-            return Self { median: Duration::ZERO, p99: Duration::ZERO };
-        }
-        samples.sort();
-        let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
-        Self { median: at(0.5), p99: at(0.99) }
-    }
 }
 
 /// Runs the benchmark in a temporary data directory and prints its figures.

@@ -1,0 +1,73 @@
+//! `scribe bench`: figures measured on this machine, printed (medians,
+//! p99s, ratios to a bound), never asserted; tests check correctness.
+//!
+//! `plugins` measures the plugin runtime alone. `burst` and `throughput`
+//! run whole jobs through an in-process server and a fake OpenAI server in
+//! the same process, so they exist only in builds with the `bench` feature
+//! (no default build carries a fake).
+
+#[cfg(feature = "bench")]
+mod jobs;
+mod plugins;
+
+#[cfg(feature = "bench")]
+pub use jobs::{run_burst, run_throughput, Burst, Throughput};
+pub use plugins::{run_plugins, with_custom_section, PluginBench};
+
+use std::time::Duration;
+
+/// The benchmark could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// A temporary directory or a file could not be used.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// The configuration was refused.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The plugin runtime did not start.
+    #[error(transparent)]
+    Start(#[from] crate::plugins::StartError),
+    /// The directory watcher did not start.
+    #[error("watching the plugin directory: {0}")]
+    Watch(#[from] notify::Error),
+    /// A plugin was refused.
+    #[error(transparent)]
+    Install(#[from] crate::plugins::InstallError),
+    /// A plugin call failed.
+    #[error(transparent)]
+    Call(#[from] crate::plugins::PluginError),
+    /// The in-process server did not start.
+    #[error(transparent)]
+    Server(#[from] crate::server::ServerError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// An HTTP request to the in-process server failed.
+    #[error("http: {0}")]
+    Http(#[from] reqwest::Error),
+    /// The measurement itself went wrong.
+    #[error("{0}")]
+    Measure(String),
+}
+
+/// Median and p99 of a set of durations.
+pub struct Summary {
+    /// The median.
+    pub median: Duration,
+    /// The 99th percentile.
+    pub p99: Duration,
+}
+
+impl Summary {
+    /// The summary of `samples` (zeros when there are none).
+    pub fn of(mut samples: Vec<Duration>) -> Self {
+        if samples.is_empty() {
+            return Self { median: Duration::ZERO, p99: Duration::ZERO };
+        }
+        samples.sort();
+        let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+        Self { median: at(0.5), p99: at(0.99) }
+    }
+}
+

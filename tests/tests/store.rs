@@ -107,7 +107,7 @@ async fn a_retry_waits_in_the_store_until_run_at() {
     store.claim(&id, "w1", 10, 1000).await.unwrap().expect("claimed");
     assert!(store.retry_later(&id, "w1", 500, &oops()).await.unwrap());
     assert_eq!(store.next_run_at(10).await.unwrap(), Some(500));
-    assert!(store.heads("openai-whisper", 499).await.unwrap().is_empty(), "not ready before run_at");
+    assert!(store.heads("openai-whisper", 499, 1).await.unwrap().is_empty(), "not ready before run_at");
     assert!(store.claim(&id, "w1", 499, 1000).await.unwrap().is_none());
     let again = store.claim(&id, "w2", 500, 2000).await.unwrap().expect("claimed at run_at");
     assert_eq!(again.attempts, 2);
@@ -142,8 +142,7 @@ async fn heads_offer_each_users_best_ready_job_with_their_counts() {
     submit(&*store, "b1", &bob, Priority::Low, 1).await;
     submit(&*store, "b2", &bob, Priority::Low, 2).await;
     store.claim("b1", "w", 10, 1000).await.unwrap().expect("claimed");
-    let mut heads = store.heads("openai-whisper", 10).await.unwrap();
-    heads.sort_by(|a, b| a.user_id.cmp(&b.user_id));
+    let heads = store.heads("openai-whisper", 10, 1).await.unwrap();
     let expect = |job: &str, user: &str, priority, created, running, queued| Head {
         job_id: job.into(),
         user_id: user.into(),
@@ -154,8 +153,15 @@ async fn heads_offer_each_users_best_ready_job_with_their_counts() {
     };
     let mut expected = vec![expect("a2", &ann, Priority::High, 2, 0, 3), expect("b2", &bob, Priority::Low, 2, 1, 1)];
     expected.sort_by(|a, b| a.user_id.cmp(&b.user_id));
-    assert_eq!(heads, expected);
-    assert!(store.heads("other", 10).await.unwrap().is_empty());
+    assert_eq!(heads, expected, "grouped by user");
+    // Deeper: each user's line in order, no further than asked.
+    let lines = store.heads("openai-whisper", 10, 2).await.unwrap();
+    let ids: Vec<(&str, &str)> = lines.iter().map(|h| (h.user_id.as_str(), h.job_id.as_str())).collect();
+    let mut expected = vec![(ann.as_str(), "a2"), (ann.as_str(), "a3"), (bob.as_str(), "b2")];
+    expected.sort_by_key(|(user, _)| user.to_string());
+    assert_eq!(ids, expected);
+    assert!(lines.iter().all(|h| h.user_queued == if h.user_id == ann { 3 } else { 1 }));
+    assert!(store.heads("other", 10, 1).await.unwrap().is_empty());
     assert_eq!(store.ready_providers(10).await.unwrap(), vec!["openai-whisper".to_string()]);
 }
 

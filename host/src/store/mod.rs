@@ -7,6 +7,7 @@
 //! values (milliseconds, strings), free of any one database's dialect, so
 //! the PostgreSQL backend can implement the same contract.
 
+mod group_commit;
 mod sqlite;
 mod types;
 
@@ -25,6 +26,9 @@ pub enum StoreError {
     /// A user of that name exists already.
     #[error("a user named {0:?} exists already")]
     UserExists(String),
+    /// A write's transaction did not commit (the write did not happen).
+    #[error("database commit: {0}")]
+    Commit(String),
     /// A stored value does not parse (a bug or a foreign write).
     #[error("corrupt row: {0}")]
     Corrupt(String),
@@ -59,9 +63,10 @@ pub trait Store: Send + Sync {
     async fn queue_length(&self) -> StoreResult<u64>;
 
     /// For each user with a job of `provider` ready at `now_ms`, that
-    /// user's next job (highest priority, then oldest), with the user's
-    /// running count.
-    async fn heads(&self, provider: &str, now_ms: i64) -> StoreResult<Vec<Head>>;
+    /// user's next `depth` ready jobs in line order (highest priority, then
+    /// oldest), each with the user's ready and running counts; grouped by
+    /// user. Costs O(active users x depth), not O(queue).
+    async fn heads(&self, provider: &str, now_ms: i64, depth: u32) -> StoreResult<Vec<Head>>;
     /// Providers with a job ready at `now_ms`.
     async fn ready_providers(&self, now_ms: i64) -> StoreResult<Vec<String>>;
     /// The earliest `run_at` of a queued job still in the future, if any.

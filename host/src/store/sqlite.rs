@@ -5,8 +5,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
-use sqlx::Row;
+use sqlx::{ConnectOptions, Row};
 
+use super::group_commit::Writer;
 use super::{Head, Inserted, Job, JobError, JobSpec, JobStatus, NewJob, Store, StoreError, StoreResult, User};
 use crate::plugins::types::Priority;
 
@@ -16,7 +17,10 @@ const JOB_COLUMNS: &str = "id, user_id, status, provider, priority, audio_sha256
 
 /// Jobs and users in one SQLite file.
 pub struct SqliteStore {
+    /// Reads (WAL lets them run beside the writer).
     pool: SqlitePool,
+    /// Every write, group-committed.
+    writer: Writer,
 }
 
 impl SqliteStore {
@@ -33,10 +37,11 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(pool_size)
             .acquire_timeout(timeout)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(Self { pool })
+        let writer = Writer::start(options.connect().await?);
+        Ok(Self { pool, writer })
     }
 
     async fn fetch_job(&self, sql: &str, binds: &[&str]) -> StoreResult<Option<Job>> {
@@ -50,34 +55,42 @@ impl SqliteStore {
 
 /// What ending a lease writes besides the status.
 #[derive(Default)]
-struct Ending<'a> {
+struct Ending {
     run_at: Option<i64>,
     finished_at: Option<i64>,
-    transcript: Option<&'a str>,
-    error: Option<&'a JobError>,
+    transcript: Option<String>,
+    error: Option<JobError>,
 }
 
 impl SqliteStore {
     /// Ends `owner`'s lease on a running job, moving it to `status`: the one
     /// guarded statement behind `succeed`, `retry_later` and `fail`, so a
     /// job is finished at most once and only by its lease owner.
-    async fn end_lease(&self, job_id: &str, owner: &str, status: JobStatus, ending: Ending<'_>) -> StoreResult<bool> {
-        let done = sqlx::query(
-            "UPDATE jobs SET status = ?1, run_at = COALESCE(?2, run_at), finished_at = ?3, \
-             transcript = COALESCE(?4, transcript), error_kind = ?5, error_message = ?6, \
-             lease_owner = NULL, lease_until = NULL \
-             WHERE id = ?7 AND status = 'running' AND lease_owner = ?8",
-        )
-        .bind(status.as_str())
-        .bind(ending.run_at)
-        .bind(ending.finished_at)
-        .bind(ending.transcript)
-        .bind(ending.error.map(|e| e.kind.as_str()))
-        .bind(ending.error.map(|e| e.message.as_str()))
-        .bind(job_id)
-        .bind(owner)
-        .execute(&self.pool)
-        .await?;
+    async fn end_lease(&self, job_id: &str, owner: &str, status: JobStatus, ending: Ending) -> StoreResult<bool> {
+        let (job_id, owner) = (job_id.to_string(), owner.to_string());
+        let done = self
+            .writer
+            .write(move |c| {
+                Box::pin(async move {
+                    sqlx::query(
+                        "UPDATE jobs SET status = ?1, run_at = COALESCE(?2, run_at), finished_at = ?3, \
+                         transcript = COALESCE(?4, transcript), error_kind = ?5, error_message = ?6, \
+                         lease_owner = NULL, lease_until = NULL \
+                         WHERE id = ?7 AND status = 'running' AND lease_owner = ?8",
+                    )
+                    .bind(status.as_str())
+                    .bind(ending.run_at)
+                    .bind(ending.finished_at)
+                    .bind(ending.transcript)
+                    .bind(ending.error.as_ref().map(|e| e.kind.clone()))
+                    .bind(ending.error.map(|e| e.message))
+                    .bind(job_id)
+                    .bind(owner)
+                    .execute(&mut *c)
+                    .await
+                })
+            })
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 }
@@ -140,12 +153,20 @@ fn user_from_row(row: &SqliteRow) -> StoreResult<User> {
 impl Store for SqliteStore {
     async fn create_user(&self, name: &str, key_hash: &str, now_ms: i64) -> StoreResult<User> {
         let id = uuid::Uuid::now_v7().to_string();
-        let inserted = sqlx::query("INSERT INTO users (id, name, key_hash, created_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (name) DO NOTHING")
-            .bind(&id)
-            .bind(name)
-            .bind(key_hash)
-            .bind(now_ms)
-            .execute(&self.pool)
+        let (row_id, row_name, key_hash) = (id.clone(), name.to_string(), key_hash.to_string());
+        let inserted = self
+            .writer
+            .write(move |c| {
+                Box::pin(async move {
+                    sqlx::query("INSERT INTO users (id, name, key_hash, created_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (name) DO NOTHING")
+                        .bind(row_id)
+                        .bind(row_name)
+                        .bind(key_hash)
+                        .bind(now_ms)
+                        .execute(&mut *c)
+                        .await
+                })
+            })
             .await?;
         if inserted.rows_affected() == 0 {
             return Err(StoreError::UserExists(name.to_string()));
@@ -167,29 +188,37 @@ impl Store for SqliteStore {
     }
 
     async fn insert_job(&self, job: NewJob) -> StoreResult<Inserted> {
-        let spec = &job.spec;
-        let inserted = sqlx::query(
-            "INSERT INTO jobs (id, user_id, status, provider, priority, audio_sha256, audio_format, audio_bytes, \
-             language, prompt, temperature, model, response_format, attempts, run_at, created_at, idempotency_key) \
-             VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 0, ?13, ?13, ?14) \
-             ON CONFLICT (user_id, idempotency_key) DO NOTHING",
-        )
-        .bind(&job.id)
-        .bind(&job.user_id)
-        .bind(&spec.provider)
-        .bind(priority_to_int(spec.priority))
-        .bind(&spec.audio_sha256)
-        .bind(&spec.audio_format)
-        .bind(spec.audio_bytes as i64)
-        .bind(&spec.language)
-        .bind(&spec.prompt)
-        .bind(spec.temperature.map(f64::from))
-        .bind(&spec.model)
-        .bind(&spec.response_format)
-        .bind(job.now_ms)
-        .bind(&job.idempotency_key)
-        .execute(&self.pool)
-        .await?;
+        let row = job.clone();
+        let inserted = self
+            .writer
+            .write(move |c| {
+                Box::pin(async move {
+                    let spec = &row.spec;
+                    sqlx::query(
+                        "INSERT INTO jobs (id, user_id, status, provider, priority, audio_sha256, audio_format, audio_bytes, \
+                         language, prompt, temperature, model, response_format, attempts, run_at, created_at, idempotency_key) \
+                         VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 0, ?13, ?13, ?14) \
+                         ON CONFLICT (user_id, idempotency_key) DO NOTHING",
+                    )
+                    .bind(&row.id)
+                    .bind(&row.user_id)
+                    .bind(&spec.provider)
+                    .bind(priority_to_int(spec.priority))
+                    .bind(&spec.audio_sha256)
+                    .bind(&spec.audio_format)
+                    .bind(spec.audio_bytes as i64)
+                    .bind(&spec.language)
+                    .bind(&spec.prompt)
+                    .bind(spec.temperature.map(f64::from))
+                    .bind(&spec.model)
+                    .bind(&spec.response_format)
+                    .bind(row.now_ms)
+                    .bind(&row.idempotency_key)
+                    .execute(&mut *c)
+                    .await
+                })
+            })
+            .await?;
         if inserted.rows_affected() == 1 {
             let created = self.job_by_id(&job.id).await?.ok_or_else(|| StoreError::Corrupt("inserted job vanished".into()))?;
             return Ok(Inserted::Created(created));
@@ -217,11 +246,18 @@ impl Store for SqliteStore {
     }
 
     async fn cancel_job(&self, user_id: &str, job_id: &str, now_ms: i64) -> StoreResult<Option<Job>> {
-        sqlx::query("UPDATE jobs SET status = 'canceled', finished_at = ?1 WHERE id = ?2 AND user_id = ?3 AND status = 'queued'")
-            .bind(now_ms)
-            .bind(job_id)
-            .bind(user_id)
-            .execute(&self.pool)
+        let (id, user) = (job_id.to_string(), user_id.to_string());
+        self.writer
+            .write(move |c| {
+                Box::pin(async move {
+                    sqlx::query("UPDATE jobs SET status = 'canceled', finished_at = ?1 WHERE id = ?2 AND user_id = ?3 AND status = 'queued'")
+                        .bind(now_ms)
+                        .bind(id)
+                        .bind(user)
+                        .execute(&mut *c)
+                        .await
+                })
+            })
             .await?;
         self.job(user_id, job_id).await
     }
@@ -245,20 +281,31 @@ impl Store for SqliteStore {
         Ok(used)
     }
 
-    async fn heads(&self, provider: &str, now_ms: i64) -> StoreResult<Vec<Head>> {
+    async fn heads(&self, provider: &str, now_ms: i64, depth: u32) -> StoreResult<Vec<Head>> {
+        // Users with queued jobs are enumerated by skip-scan over
+        // `jobs_line` (one index seek per user), their counts taken once
+        // per user, and each user's line read from its start: the cost
+        // grows with active users and `depth`, not with the queue.
         let rows = sqlx::query(
-            "WITH ready AS ( \
-               SELECT id, user_id, priority, created_at, \
-                      ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY priority DESC, created_at, id) AS rn, \
-                      COUNT(*) OVER (PARTITION BY user_id) AS queued \
-               FROM jobs WHERE provider = ?1 AND status = 'queued' AND run_at <= ?2), \
-             running AS ( \
-               SELECT user_id, COUNT(*) AS n FROM jobs WHERE provider = ?1 AND status = 'running' GROUP BY user_id) \
-             SELECT r.id, r.user_id, r.priority, r.created_at, r.queued, COALESCE(running.n, 0) AS running \
-             FROM ready r LEFT JOIN running ON running.user_id = r.user_id WHERE r.rn = 1",
+            "WITH RECURSIVE users(u) AS ( \
+               SELECT (SELECT MIN(user_id) FROM jobs WHERE provider = ?1 AND status = 'queued') \
+               UNION ALL \
+               SELECT (SELECT MIN(user_id) FROM jobs WHERE provider = ?1 AND status = 'queued' AND user_id > users.u) \
+               FROM users WHERE users.u IS NOT NULL), \
+             counts AS MATERIALIZED ( \
+               SELECT u, \
+                 (SELECT COUNT(*) FROM jobs WHERE provider = ?1 AND status = 'queued' AND user_id = u AND run_at <= ?2) AS queued, \
+                 (SELECT COUNT(*) FROM jobs WHERE provider = ?1 AND status = 'running' AND user_id = u) AS running \
+               FROM users WHERE u IS NOT NULL) \
+             SELECT j.id, j.user_id, j.priority, j.created_at, c.queued, c.running \
+             FROM counts c JOIN jobs j ON j.id IN ( \
+               SELECT id FROM jobs WHERE provider = ?1 AND status = 'queued' AND user_id = c.u AND run_at <= ?2 \
+               ORDER BY priority DESC, created_at, id LIMIT ?3) \
+             ORDER BY j.user_id, j.priority DESC, j.created_at, j.id",
         )
         .bind(provider)
         .bind(now_ms)
+        .bind(i64::from(depth))
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -276,10 +323,19 @@ impl Store for SqliteStore {
     }
 
     async fn ready_providers(&self, now_ms: i64) -> StoreResult<Vec<String>> {
-        let providers = sqlx::query_scalar("SELECT DISTINCT provider FROM jobs WHERE status = 'queued' AND run_at <= ?1")
-            .bind(now_ms)
-            .fetch_all(&self.pool)
-            .await?;
+        // Distinct providers by skip-scan (a few seeks), each kept if it
+        // has a ready job (one seek).
+        let providers = sqlx::query_scalar(
+            "WITH RECURSIVE p(name) AS ( \
+               SELECT (SELECT MIN(provider) FROM jobs) \
+               UNION ALL \
+               SELECT (SELECT MIN(provider) FROM jobs WHERE provider > p.name) FROM p WHERE p.name IS NOT NULL) \
+             SELECT name FROM p WHERE name IS NOT NULL AND EXISTS ( \
+               SELECT 1 FROM jobs WHERE provider = p.name AND status = 'queued' AND run_at <= ?1)",
+        )
+        .bind(now_ms)
+        .fetch_all(&self.pool)
+        .await?;
         Ok(providers)
     }
 
@@ -297,43 +353,66 @@ impl Store for SqliteStore {
              started_at = COALESCE(started_at, ?3) \
              WHERE id = ?4 AND status = 'queued' AND run_at <= ?3 RETURNING {JOB_COLUMNS}"
         );
-        let row = sqlx::query(&sql).bind(owner).bind(lease_until_ms).bind(now_ms).bind(job_id).fetch_optional(&self.pool).await?;
+        let (owner, id) = (owner.to_string(), job_id.to_string());
+        let row = self
+            .writer
+            .write(move |c| {
+                Box::pin(async move {
+                    sqlx::query(&sql).bind(owner).bind(lease_until_ms).bind(now_ms).bind(id).fetch_optional(&mut *c).await
+                })
+            })
+            .await?;
         row.as_ref().map(job_from_row).transpose()
     }
 
     async fn renew_lease(&self, job_id: &str, owner: &str, lease_until_ms: i64) -> StoreResult<bool> {
-        let done = sqlx::query("UPDATE jobs SET lease_until = ?1 WHERE id = ?2 AND status = 'running' AND lease_owner = ?3")
-            .bind(lease_until_ms)
-            .bind(job_id)
-            .bind(owner)
-            .execute(&self.pool)
+        let (id, owner) = (job_id.to_string(), owner.to_string());
+        let done = self
+            .writer
+            .write(move |c| {
+                Box::pin(async move {
+                    sqlx::query("UPDATE jobs SET lease_until = ?1 WHERE id = ?2 AND status = 'running' AND lease_owner = ?3")
+                        .bind(lease_until_ms)
+                        .bind(id)
+                        .bind(owner)
+                        .execute(&mut *c)
+                        .await
+                })
+            })
             .await?;
         Ok(done.rows_affected() == 1)
     }
 
     async fn succeed(&self, job_id: &str, owner: &str, transcript_json: &str, now_ms: i64) -> StoreResult<bool> {
-        self.end_lease(job_id, owner, JobStatus::Succeeded, Ending { finished_at: Some(now_ms), transcript: Some(transcript_json), ..Ending::default() })
+        self.end_lease(job_id, owner, JobStatus::Succeeded, Ending { finished_at: Some(now_ms), transcript: Some(transcript_json.to_string()), ..Ending::default() })
             .await
     }
 
     async fn retry_later(&self, job_id: &str, owner: &str, run_at_ms: i64, error: &JobError) -> StoreResult<bool> {
-        self.end_lease(job_id, owner, JobStatus::Queued, Ending { run_at: Some(run_at_ms), error: Some(error), ..Ending::default() })
+        self.end_lease(job_id, owner, JobStatus::Queued, Ending { run_at: Some(run_at_ms), error: Some(error.clone()), ..Ending::default() })
             .await
     }
 
     async fn fail(&self, job_id: &str, owner: &str, error: &JobError, now_ms: i64) -> StoreResult<bool> {
-        self.end_lease(job_id, owner, JobStatus::Failed, Ending { finished_at: Some(now_ms), error: Some(error), ..Ending::default() })
+        self.end_lease(job_id, owner, JobStatus::Failed, Ending { finished_at: Some(now_ms), error: Some(error.clone()), ..Ending::default() })
             .await
     }
 
     async fn requeue_expired(&self, now_ms: i64) -> StoreResult<u64> {
-        let done = sqlx::query(
-            "UPDATE jobs SET status = 'queued', run_at = ?1, lease_owner = NULL, lease_until = NULL \
-             WHERE status = 'running' AND lease_until < ?1",
-        )
-        .bind(now_ms)
-        .execute(&self.pool)
-        .await?;
+        let done = self
+            .writer
+            .write(move |c| {
+                Box::pin(async move {
+                    sqlx::query(
+                        "UPDATE jobs SET status = 'queued', run_at = ?1, lease_owner = NULL, lease_until = NULL \
+                         WHERE status = 'running' AND lease_until < ?1",
+                    )
+                    .bind(now_ms)
+                    .execute(&mut *c)
+                    .await
+                })
+            })
+            .await?;
         Ok(done.rows_affected())
     }
 

@@ -40,6 +40,9 @@ pub trait RateLimiter: Send + Sync {
     /// returns the instant the next one frees up. `None` as the rate means
     /// unlimited (only pauses apply).
     fn try_take(&self, provider: &str, rate: Option<Rate>, now: Instant) -> Result<(), Instant>;
+    /// Whether [`RateLimiter::try_take`] would take a token now, taking
+    /// none: the instant one frees up otherwise.
+    fn ready(&self, provider: &str, rate: Option<Rate>, now: Instant) -> Result<(), Instant>;
     /// Lets no call of `provider` through before `until` (a 429's
     /// retry-after); an earlier pause is extended, never shortened.
     fn pause_until(&self, provider: &str, until: Instant);
@@ -60,19 +63,19 @@ pub struct LocalRateLimiter {
     cells: Mutex<HashMap<String, Cell>>,
 }
 
-impl RateLimiter for LocalRateLimiter {
-    fn try_take(&self, provider: &str, rate: Option<Rate>, now: Instant) -> Result<(), Instant> {
-        let mut cells = self.cells.lock().unwrap_or_else(|p| p.into_inner());
-        let cell = cells.entry(provider.to_string()).or_default();
-        if let Some(until) = cell.paused_until.filter(|&until| until > now) {
+impl Cell {
+    /// The slot a call at `now` would take (`Ok`: the new theoretical
+    /// arrival time to store), or when the next one frees up.
+    fn next_slot(&self, rate: Option<Rate>, now: Instant) -> Result<Option<Instant>, Instant> {
+        if let Some(until) = self.paused_until.filter(|&until| until > now) {
             return Err(until);
         }
-        let Some(rate) = rate else { return Ok(()) };
+        let Some(rate) = rate else { return Ok(None) };
         let interval = rate.interval();
         let tolerance = interval * (rate.burst.max(1) - 1);
         // Late by less than half an interval: keep the schedule; later than
         // that, the provider was idle and the schedule restarts now.
-        let tat = match cell.tat {
+        let tat = match self.tat {
             Some(tat) if now < tat + interval / 2 => tat,
             _ => now,
         };
@@ -80,8 +83,26 @@ impl RateLimiter for LocalRateLimiter {
         if now < allowed_at {
             return Err(allowed_at);
         }
-        cell.tat = Some(tat + interval);
+        Ok(Some(tat + interval))
+    }
+}
+
+impl RateLimiter for LocalRateLimiter {
+    fn try_take(&self, provider: &str, rate: Option<Rate>, now: Instant) -> Result<(), Instant> {
+        let mut cells = self.cells.lock().unwrap_or_else(|p| p.into_inner());
+        let cell = cells.entry(provider.to_string()).or_default();
+        if let Some(tat) = cell.next_slot(rate, now)? {
+            cell.tat = Some(tat);
+        }
         Ok(())
+    }
+
+    fn ready(&self, provider: &str, rate: Option<Rate>, now: Instant) -> Result<(), Instant> {
+        let cells = self.cells.lock().unwrap_or_else(|p| p.into_inner());
+        match cells.get(provider) {
+            Some(cell) => cell.next_slot(rate, now).map(|_| ()),
+            None => Ok(()),
+        }
     }
 
     fn pause_until(&self, provider: &str, until: Instant) {
@@ -135,6 +156,18 @@ mod tests {
             .max()
             .unwrap_or(0);
         assert!(busiest <= 31, "any 1 s window sees at most the rate + 1: {busiest}");
+    }
+
+    #[test]
+    fn ready_answers_like_try_take_without_taking() {
+        let limiter = LocalRateLimiter::default();
+        let t0 = Instant::now();
+        assert_eq!(limiter.ready("p", rate(30, 1), t0), Ok(()));
+        assert_eq!(limiter.ready("p", rate(30, 1), t0), Ok(()), "nothing was taken");
+        assert_eq!(limiter.try_take("p", rate(30, 1), t0), Ok(()));
+        assert_eq!(limiter.ready("p", rate(30, 1), t0), Err(t0 + Duration::from_secs(2)));
+        limiter.pause_until("q", t0 + Duration::from_secs(3));
+        assert_eq!(limiter.ready("q", None, t0), Err(t0 + Duration::from_secs(3)));
     }
 
     #[test]

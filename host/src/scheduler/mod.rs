@@ -9,7 +9,10 @@
 //! Retries wait in the store (`run_at`), not in sleeping tasks, so a
 //! restart loses none.
 
+mod lines;
 mod worker;
+
+use lines::Lines;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -25,7 +28,7 @@ use crate::gate::ConcurrencyGate;
 use crate::limiter::{Rate, RateLimiter};
 use crate::plugins::types::Candidate;
 use crate::plugins::Plugins;
-use crate::store::{Head, Store, StoreError};
+use crate::store::{Head, Job, Store, StoreError};
 
 /// What the scheduler works with; every piece is shared with the rest of
 /// the server.
@@ -64,12 +67,20 @@ pub struct Scheduler {
     last_dispatch: Mutex<HashMap<String, i64>>,
     /// Running calls, so a drain can wait for them.
     workers: TaskTracker,
+    /// When expired leases are next looked for (every half lease, not
+    /// every round: rounds come with every submit and every finished call).
+    next_lease_check: Mutex<Instant>,
 }
 
 impl Scheduler {
     /// A scheduler over `parts`; [`Scheduler::run`] drives it.
     pub fn new(parts: Parts) -> Arc<Self> {
-        Arc::new(Self { parts, last_dispatch: Mutex::default(), workers: TaskTracker::new() })
+        Arc::new(Self {
+            parts,
+            last_dispatch: Mutex::default(),
+            workers: TaskTracker::new(),
+            next_lease_check: Mutex::new(Instant::now()),
+        })
     }
 
     /// The limits of `provider`: `[plugins.NAME]` settings, else the
@@ -121,12 +132,22 @@ impl Scheduler {
     async fn dispatch_round(self: &Arc<Self>) -> Result<Option<Instant>, StoreError> {
         let store = &self.parts.store;
         let now_ms = crate::clock::now_ms();
-        let requeued = store.requeue_expired(now_ms).await?;
-        if requeued > 0 {
-            tracing::warn!(requeued, "jobs whose lease expired were put back in the queue");
-        }
         let lease = Duration::from_secs(self.parts.config.lease_seconds);
-        let mut next = Some(Instant::now() + lease / 2);
+        let (lease_check_due, lease_check) = {
+            let mut at = self.next_lease_check.lock().unwrap_or_else(|p| p.into_inner());
+            let due = Instant::now() >= *at;
+            if due {
+                *at = Instant::now() + lease / 2;
+            }
+            (due, *at)
+        };
+        if lease_check_due {
+            let requeued = store.requeue_expired(now_ms).await?;
+            if requeued > 0 {
+                tracing::warn!(requeued, "jobs whose lease expired were put back in the queue");
+            }
+        }
+        let mut next = Some(lease_check);
         for provider in store.ready_providers(now_ms).await? {
             if let Some(at) = self.dispatch_provider(&provider).await? {
                 next = earliest(next, Some(at));
@@ -140,49 +161,63 @@ impl Scheduler {
     }
 
     /// Dispatches `provider`'s ready jobs while a slot and a token are
-    /// free; returns when a token frees up or a pause ends, if that is what
+    /// free, from one read of the users' lines as deep as the free slots;
+    /// returns when a token frees up or a pause ends, if that is what
     /// stopped it.
+    ///
+    /// The token is taken after the claim (a store write, whose latency
+    /// varies with what shares its commit) and just before the worker
+    /// starts, so the spacing the limiter grants is the spacing the
+    /// provider sees, give or take the worker's start.
     async fn dispatch_provider(self: &Arc<Self>, provider: &str) -> Result<Option<Instant>, StoreError> {
         let limits = self.limits_for(provider);
-        loop {
-            if self.parts.gate.in_flight(provider) >= limits.max_concurrent {
-                return Ok(None);
-            }
-            let heads = self.parts.store.heads(provider, crate::clock::now_ms()).await?;
-            if heads.is_empty() {
-                return Ok(None);
-            }
-            if let Err(at) = self.parts.limiter.try_take(provider, limits.rate, Instant::now()) {
+        let free = limits.max_concurrent.saturating_sub(self.parts.gate.in_flight(provider));
+        if free == 0 {
+            return Ok(None);
+        }
+        let mut lines = Lines::new(self.parts.store.heads(provider, crate::clock::now_ms(), free).await?);
+        while !lines.is_empty() {
+            if let Err(at) = self.parts.limiter.ready(provider, limits.rate, Instant::now()) {
                 return Ok(Some(at));
             }
             let Some(slot) = self.parts.gate.try_acquire(provider, limits.max_concurrent) else { return Ok(None) };
-            if !self.claim_best(&heads, slot).await? {
-                return Ok(None);
-            }
-        }
-    }
-
-    /// Ranks the heads with the priority policy and claims the first one
-    /// still queued; the claimed job runs on its own task with `slot`.
-    async fn claim_best(self: &Arc<Self>, heads: &[Head], slot: crate::gate::Slot) -> Result<bool, StoreError> {
-        let candidates = self.candidates(heads);
-        let order = self.parts.plugins.rank(&candidates).await;
-        let now_ms = crate::clock::now_ms();
-        let lease_until = now_ms + (self.parts.config.lease_seconds * 1000) as i64;
-        for index in order {
-            let head = &heads[index];
-            let Some(job) = self.parts.store.claim(&head.job_id, &self.parts.owner, now_ms, lease_until).await? else {
-                continue;
-            };
-            self.last_dispatch.lock().unwrap_or_else(|p| p.into_inner()).insert(job.user_id.clone(), now_ms);
+            let Some(job) = self.claim_best(&mut lines).await? else { return Ok(None) };
+            // Only this loop takes this provider's tokens, so the one seen
+            // ready is still there, unless a 429 paused the provider since:
+            // then the worker waits for the pause to end.
+            let token = self.parts.limiter.try_take(provider, limits.rate, Instant::now());
             let this = self.clone();
-            self.workers.spawn(async move { this.execute(job, slot).await });
-            return Ok(true);
+            self.workers.spawn(async move { this.execute(job, slot, token.err()).await });
         }
-        Ok(false)
+        Ok(None)
     }
 
-    fn candidates(&self, heads: &[Head]) -> Vec<Candidate> {
+    /// Ranks the users' fronts with the priority policy and claims the
+    /// first one still queued (a front someone else claimed is dropped and
+    /// the next in the ranking tried). `None` if every line ran out first.
+    async fn claim_best(self: &Arc<Self>, lines: &mut Lines) -> Result<Option<Job>, StoreError> {
+        while !lines.is_empty() {
+            let candidates = self.candidates(&lines.fronts());
+            let order = self.parts.plugins.rank(&candidates).await;
+            let now_ms = crate::clock::now_ms();
+            let lease_until = now_ms + (self.parts.config.lease_seconds * 1000) as i64;
+            for index in order {
+                let job_id = &candidates[index].job_id;
+                let Some(job) = self.parts.store.claim(job_id, &self.parts.owner, now_ms, lease_until).await? else {
+                    lines.take_front(index, false);
+                    continue;
+                };
+                lines.take_front(index, true);
+                lines.prune();
+                self.last_dispatch.lock().unwrap_or_else(|p| p.into_inner()).insert(job.user_id.clone(), now_ms);
+                return Ok(Some(job));
+            }
+            lines.prune();
+        }
+        Ok(None)
+    }
+
+    fn candidates(&self, heads: &[&Head]) -> Vec<Candidate> {
         let last = self.last_dispatch.lock().unwrap_or_else(|p| p.into_inner());
         heads
             .iter()

@@ -14,9 +14,14 @@ use crate::plugins::{CallError, ProviderError};
 use crate::store::{Job, JobError};
 
 impl Scheduler {
-    /// Runs `job`, holding `slot` until the call is over.
-    pub(super) async fn execute(self: Arc<Self>, job: Job, slot: Slot) {
+    /// Runs `job`, holding `slot` until the call is over. `token_at`: the
+    /// dispatcher could not take the job's rate token (a 429 paused the
+    /// provider between its check and the claim); the call waits for one.
+    pub(super) async fn execute(self: Arc<Self>, job: Job, slot: Slot, token_at: Option<Instant>) {
         let renewal = self.clone().renew_lease_while_running(job.id.clone());
+        if let Some(at) = token_at {
+            self.wait_for_token(&job.spec.provider, at).await;
+        }
         let outcome = self.call_provider(&job).await;
         renewal.abort();
         if let Err(ProviderError::RateLimited(Some(ms))) = outcome {
@@ -34,6 +39,18 @@ impl Scheduler {
             Err(e) => tracing::error!(job = %job.id, "recording the outcome failed: {e}"),
         }
         self.parts.wake.notify_one();
+    }
+
+    /// Sleeps until a token of `provider` can be taken, from `at` on.
+    async fn wait_for_token(&self, provider: &str, mut at: Instant) {
+        let rate = self.limits_for(provider).rate;
+        loop {
+            tokio::time::sleep_until(at).await;
+            match self.parts.limiter.try_take(provider, rate, Instant::now()) {
+                Ok(()) => return,
+                Err(next) => at = next,
+            }
+        }
     }
 
     async fn call_provider(&self, job: &Job) -> Result<String, ProviderError> {

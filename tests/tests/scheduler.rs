@@ -31,12 +31,17 @@ struct Engine {
 /// A scheduler over SQLite, the local audio store and the shipped
 /// openai-whisper plugin pointed at a fake OpenAI.
 async fn engine(env: &[(&str, &str)]) -> Engine {
+    engine_with("", env).await
+}
+
+/// [`engine`] with `config_toml` as the config file.
+async fn engine_with(config_toml: &str, env: &[(&str, &str)]) -> Engine {
     let dir = tempfile::tempdir().unwrap();
     let fake = FakeOpenAi::start("sk-test").await;
     let base_url = fake.base_url();
     let mut vars = vec![("OPENAI_API_KEY", "sk-test"), ("OPENAI_BASE_URL", base_url.as_str())];
     vars.extend_from_slice(env);
-    let config = Arc::new(test_config(dir.path(), "", &vars));
+    let config = Arc::new(test_config(dir.path(), config_toml, &vars));
     let plugins = Plugins::start(&config, Metrics::new()).await.unwrap();
     let store = scribe_host::store::open(&config).await.unwrap();
     let audio: Arc<dyn AudioStore> = Arc::new(LocalAudioStore::new(dir.path().join("audio")));
@@ -244,5 +249,34 @@ async fn faults_are_retried_within_the_policy_and_429s_pause_the_provider() {
             .collect();
         assert!(early.is_empty(), "calls started during a 429's retry-after: {early:?}");
     }
+    engine.stop.notify_one();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugins_max_concurrent_from_the_config_file_overrides_the_environment() {
+    let toml = "[plugins.openai-whisper]\nmax_concurrent = 2\n";
+    let engine = engine_with(toml, &[("MAX_CONCURRENT_TRANSCRIPTIONS", "10"), ("TRANSCRIPTION_RATE_LIMIT_PER_MINUTE", "60000")]).await;
+    engine.fake.set_latency(Duration::from_millis(300));
+    let ids = engine.submit_burst(2, 4).await;
+    engine.wait_all_terminal(&ids, Duration::from_secs(60)).await;
+    assert_eq!(engine.fake.calls(), 8);
+    assert_eq!(engine.fake.max_in_flight(), 2, "the plugin's cap of 2, not the environment's 10");
+    engine.stop.notify_one();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugins_rate_limit_from_the_config_file_overrides_the_environment() {
+    let toml = "[plugins.openai-whisper]\nrate_limit_per_minute = 300\n";
+    let engine = engine_with(toml, &[("TRANSCRIPTION_RATE_LIMIT_PER_MINUTE", "60000")]).await;
+    let ids = engine.submit_burst(2, 5).await;
+    engine.wait_all_terminal(&ids, Duration::from_secs(60)).await;
+    let mut arrivals = engine.fake.arrivals();
+    arrivals.sort();
+    assert_eq!(arrivals.len(), 10);
+    // 300/min is one call every 200 ms: ten calls span at least 9 intervals
+    // (less a little for timer tolerance); at 60000/min they would take ~10 ms.
+    let span = arrivals[9].duration_since(arrivals[0]);
+    assert!(span >= Duration::from_millis(1700), "ten calls in {span:?}");
+    assert!(max_per_window(&arrivals, Duration::from_secs(1)) <= 6);
     engine.stop.notify_one();
 }

@@ -53,6 +53,64 @@ impl SqliteStore {
     }
 }
 
+/// A value bound to a write's statement (writes run on the writer task, so
+/// they own their arguments).
+enum Arg {
+    Int(i64),
+    Text(String),
+    OptInt(Option<i64>),
+    OptText(Option<String>),
+    OptReal(Option<f64>),
+}
+
+impl From<&str> for Arg {
+    fn from(text: &str) -> Self {
+        Arg::Text(text.to_string())
+    }
+}
+
+impl From<i64> for Arg {
+    fn from(value: i64) -> Self {
+        Arg::Int(value)
+    }
+}
+
+fn bind_all<'q>(
+    mut query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    args: Vec<Arg>,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+    for arg in args {
+        query = match arg {
+            Arg::Int(v) => query.bind(v),
+            Arg::Text(v) => query.bind(v),
+            Arg::OptInt(v) => query.bind(v),
+            Arg::OptText(v) => query.bind(v),
+            Arg::OptReal(v) => query.bind(v),
+        };
+    }
+    query
+}
+
+impl SqliteStore {
+    /// Runs one write statement through the group-commit writer; the
+    /// number of rows it changed, once committed.
+    async fn write(&self, sql: &'static str, args: Vec<Arg>) -> StoreResult<u64> {
+        let done = self
+            .writer
+            .write(move |c| Box::pin(async move { bind_all(sqlx::query(sql), args).execute(&mut *c).await }))
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Runs one write statement with `RETURNING` through the writer; the
+    /// row it returned, once committed.
+    async fn write_returning(&self, sql: String, args: Vec<Arg>) -> StoreResult<Option<SqliteRow>> {
+        self.writer
+            .write(move |c| Box::pin(async move { bind_all(sqlx::query(&sql), args).fetch_optional(&mut *c).await }))
+            .await
+    }
+}
+
 /// What ending a lease writes besides the status.
 #[derive(Default)]
 struct Ending {
@@ -67,31 +125,29 @@ impl SqliteStore {
     /// guarded statement behind `succeed`, `retry_later` and `fail`, so a
     /// job is finished at most once and only by its lease owner.
     async fn end_lease(&self, job_id: &str, owner: &str, status: JobStatus, ending: Ending) -> StoreResult<bool> {
-        let (job_id, owner) = (job_id.to_string(), owner.to_string());
-        let done = self
-            .writer
-            .write(move |c| {
-                Box::pin(async move {
-                    sqlx::query(
-                        "UPDATE jobs SET status = ?1, run_at = COALESCE(?2, run_at), finished_at = ?3, \
-                         transcript = COALESCE(?4, transcript), error_kind = ?5, error_message = ?6, \
-                         lease_owner = NULL, lease_until = NULL \
-                         WHERE id = ?7 AND status = 'running' AND lease_owner = ?8",
-                    )
-                    .bind(status.as_str())
-                    .bind(ending.run_at)
-                    .bind(ending.finished_at)
-                    .bind(ending.transcript)
-                    .bind(ending.error.as_ref().map(|e| e.kind.clone()))
-                    .bind(ending.error.map(|e| e.message))
-                    .bind(job_id)
-                    .bind(owner)
-                    .execute(&mut *c)
-                    .await
-                })
-            })
+        let (error_kind, error_message) = match ending.error {
+            Some(e) => (Some(e.kind), Some(e.message)),
+            None => (None, None),
+        };
+        let changed = self
+            .write(
+                "UPDATE jobs SET status = ?1, run_at = COALESCE(?2, run_at), finished_at = ?3, \
+                 transcript = COALESCE(?4, transcript), error_kind = ?5, error_message = ?6, \
+                 lease_owner = NULL, lease_until = NULL \
+                 WHERE id = ?7 AND status = 'running' AND lease_owner = ?8",
+                vec![
+                    status.as_str().into(),
+                    Arg::OptInt(ending.run_at),
+                    Arg::OptInt(ending.finished_at),
+                    Arg::OptText(ending.transcript),
+                    Arg::OptText(error_kind),
+                    Arg::OptText(error_message),
+                    job_id.into(),
+                    owner.into(),
+                ],
+            )
             .await?;
-        Ok(done.rows_affected() == 1)
+        Ok(changed == 1)
     }
 }
 
@@ -153,22 +209,13 @@ fn user_from_row(row: &SqliteRow) -> StoreResult<User> {
 impl Store for SqliteStore {
     async fn create_user(&self, name: &str, key_hash: &str, now_ms: i64) -> StoreResult<User> {
         let id = uuid::Uuid::now_v7().to_string();
-        let (row_id, row_name, key_hash) = (id.clone(), name.to_string(), key_hash.to_string());
         let inserted = self
-            .writer
-            .write(move |c| {
-                Box::pin(async move {
-                    sqlx::query("INSERT INTO users (id, name, key_hash, created_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (name) DO NOTHING")
-                        .bind(row_id)
-                        .bind(row_name)
-                        .bind(key_hash)
-                        .bind(now_ms)
-                        .execute(&mut *c)
-                        .await
-                })
-            })
+            .write(
+                "INSERT INTO users (id, name, key_hash, created_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (name) DO NOTHING",
+                vec![id.as_str().into(), name.into(), key_hash.into(), now_ms.into()],
+            )
             .await?;
-        if inserted.rows_affected() == 0 {
+        if inserted == 0 {
             return Err(StoreError::UserExists(name.to_string()));
         }
         Ok(User { id, name: name.to_string(), created_at_ms: now_ms })
@@ -188,38 +235,32 @@ impl Store for SqliteStore {
     }
 
     async fn insert_job(&self, job: NewJob) -> StoreResult<Inserted> {
-        let row = job.clone();
+        let spec = &job.spec;
         let inserted = self
-            .writer
-            .write(move |c| {
-                Box::pin(async move {
-                    let spec = &row.spec;
-                    sqlx::query(
-                        "INSERT INTO jobs (id, user_id, status, provider, priority, audio_sha256, audio_format, audio_bytes, \
-                         language, prompt, temperature, model, response_format, attempts, run_at, created_at, idempotency_key) \
-                         VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 0, ?13, ?13, ?14) \
-                         ON CONFLICT (user_id, idempotency_key) DO NOTHING",
-                    )
-                    .bind(&row.id)
-                    .bind(&row.user_id)
-                    .bind(&spec.provider)
-                    .bind(priority_to_int(spec.priority))
-                    .bind(&spec.audio_sha256)
-                    .bind(&spec.audio_format)
-                    .bind(spec.audio_bytes as i64)
-                    .bind(&spec.language)
-                    .bind(&spec.prompt)
-                    .bind(spec.temperature.map(f64::from))
-                    .bind(&spec.model)
-                    .bind(&spec.response_format)
-                    .bind(row.now_ms)
-                    .bind(&row.idempotency_key)
-                    .execute(&mut *c)
-                    .await
-                })
-            })
+            .write(
+                "INSERT INTO jobs (id, user_id, status, provider, priority, audio_sha256, audio_format, audio_bytes, \
+                 language, prompt, temperature, model, response_format, attempts, run_at, created_at, idempotency_key) \
+                 VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 0, ?13, ?13, ?14) \
+                 ON CONFLICT (user_id, idempotency_key) DO NOTHING",
+                vec![
+                    job.id.as_str().into(),
+                    job.user_id.as_str().into(),
+                    spec.provider.as_str().into(),
+                    priority_to_int(spec.priority).into(),
+                    spec.audio_sha256.as_str().into(),
+                    spec.audio_format.as_str().into(),
+                    (spec.audio_bytes as i64).into(),
+                    Arg::OptText(spec.language.clone()),
+                    Arg::OptText(spec.prompt.clone()),
+                    Arg::OptReal(spec.temperature.map(f64::from)),
+                    Arg::OptText(spec.model.clone()),
+                    spec.response_format.as_str().into(),
+                    job.now_ms.into(),
+                    Arg::OptText(job.idempotency_key.clone()),
+                ],
+            )
             .await?;
-        if inserted.rows_affected() == 1 {
+        if inserted == 1 {
             let created = self.job_by_id(&job.id).await?.ok_or_else(|| StoreError::Corrupt("inserted job vanished".into()))?;
             return Ok(Inserted::Created(created));
         }
@@ -246,19 +287,11 @@ impl Store for SqliteStore {
     }
 
     async fn cancel_job(&self, user_id: &str, job_id: &str, now_ms: i64) -> StoreResult<Option<Job>> {
-        let (id, user) = (job_id.to_string(), user_id.to_string());
-        self.writer
-            .write(move |c| {
-                Box::pin(async move {
-                    sqlx::query("UPDATE jobs SET status = 'canceled', finished_at = ?1 WHERE id = ?2 AND user_id = ?3 AND status = 'queued'")
-                        .bind(now_ms)
-                        .bind(id)
-                        .bind(user)
-                        .execute(&mut *c)
-                        .await
-                })
-            })
-            .await?;
+        self.write(
+            "UPDATE jobs SET status = 'canceled', finished_at = ?1 WHERE id = ?2 AND user_id = ?3 AND status = 'queued'",
+            vec![now_ms.into(), job_id.into(), user_id.into()],
+        )
+        .await?;
         self.job(user_id, job_id).await
     }
 
@@ -353,34 +386,19 @@ impl Store for SqliteStore {
              started_at = COALESCE(started_at, ?3) \
              WHERE id = ?4 AND status = 'queued' AND run_at <= ?3 RETURNING {JOB_COLUMNS}"
         );
-        let (owner, id) = (owner.to_string(), job_id.to_string());
-        let row = self
-            .writer
-            .write(move |c| {
-                Box::pin(async move {
-                    sqlx::query(&sql).bind(owner).bind(lease_until_ms).bind(now_ms).bind(id).fetch_optional(&mut *c).await
-                })
-            })
-            .await?;
+        let args = vec![owner.into(), lease_until_ms.into(), now_ms.into(), job_id.into()];
+        let row = self.write_returning(sql, args).await?;
         row.as_ref().map(job_from_row).transpose()
     }
 
     async fn renew_lease(&self, job_id: &str, owner: &str, lease_until_ms: i64) -> StoreResult<bool> {
-        let (id, owner) = (job_id.to_string(), owner.to_string());
-        let done = self
-            .writer
-            .write(move |c| {
-                Box::pin(async move {
-                    sqlx::query("UPDATE jobs SET lease_until = ?1 WHERE id = ?2 AND status = 'running' AND lease_owner = ?3")
-                        .bind(lease_until_ms)
-                        .bind(id)
-                        .bind(owner)
-                        .execute(&mut *c)
-                        .await
-                })
-            })
+        let changed = self
+            .write(
+                "UPDATE jobs SET lease_until = ?1 WHERE id = ?2 AND status = 'running' AND lease_owner = ?3",
+                vec![lease_until_ms.into(), job_id.into(), owner.into()],
+            )
             .await?;
-        Ok(done.rows_affected() == 1)
+        Ok(changed == 1)
     }
 
     async fn succeed(&self, job_id: &str, owner: &str, transcript_json: &str, now_ms: i64) -> StoreResult<bool> {
@@ -399,21 +417,12 @@ impl Store for SqliteStore {
     }
 
     async fn requeue_expired(&self, now_ms: i64) -> StoreResult<u64> {
-        let done = self
-            .writer
-            .write(move |c| {
-                Box::pin(async move {
-                    sqlx::query(
-                        "UPDATE jobs SET status = 'queued', run_at = ?1, lease_owner = NULL, lease_until = NULL \
-                         WHERE status = 'running' AND lease_until < ?1",
-                    )
-                    .bind(now_ms)
-                    .execute(&mut *c)
-                    .await
-                })
-            })
-            .await?;
-        Ok(done.rows_affected())
+        self.write(
+            "UPDATE jobs SET status = 'queued', run_at = ?1, lease_owner = NULL, lease_until = NULL \
+             WHERE status = 'running' AND lease_until < ?1",
+            vec![now_ms.into()],
+        )
+        .await
     }
 
     async fn transcript(&self, job_id: &str) -> StoreResult<Option<String>> {

@@ -66,8 +66,14 @@ async fn a_transcription_sends_the_form_openai_expects() {
     };
     let transcript = transcribe(&host, request).await.expect("transcribed");
     assert_eq!(transcript.text, transcript_text(&audio));
-    assert_eq!(transcript.language.as_deref(), Some("en"));
-    assert!(transcript.segments.is_empty());
+    assert_eq!(transcript.language.as_deref(), Some("en"), "verbose_json's \"english\" comes back as its code");
+    assert_eq!(transcript.duration, Some(2.0));
+    // The fake's two segments: the text's words halved, a second each.
+    let text = transcript_text(&audio);
+    let words: Vec<&str> = text.split(' ').collect();
+    let (first, second) = words.split_at(words.len() / 2);
+    let segments: Vec<(f64, f64, String)> = transcript.segments.iter().map(|s| (s.start, s.end, s.text.clone())).collect();
+    assert_eq!(segments, [(0.0, 1.0, format!(" {}", first.join(" "))), (1.0, 2.0, format!(" {}", second.join(" ")))]);
 
     let requests = fake.requests();
     assert_eq!(requests.len(), 1);
@@ -78,7 +84,7 @@ async fn a_transcription_sends_the_form_openai_expects() {
     assert_eq!(seen.field("language"), Some("en"));
     assert_eq!(seen.field("prompt"), Some("Zoë, Åsa and \"Bob\"\r\non a call"));
     assert_eq!(seen.field("temperature"), Some("0.2"));
-    assert_eq!(seen.field("response_format"), Some("json"));
+    assert_eq!(seen.field("response_format"), Some("verbose_json"), "whisper-1 gives segments");
     let file = seen.file.as_ref().expect("a file part");
     assert_eq!(file.filename.as_deref(), Some("audio.wav"));
     assert_eq!(file.content_type.as_deref(), Some("audio/wav"));
@@ -103,9 +109,11 @@ async fn optional_fields_are_left_out_and_the_model_follows_job_then_setting() {
     assert_eq!(requests[0].field("model"), Some("gpt-4o-mini-transcribe"));
     let names: Vec<&str> = requests[0].fields.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["model", "response_format"]);
+    assert_eq!(requests[0].field("response_format"), Some("json"), "gpt-4o-mini-transcribe takes json only");
     let file = requests[0].file.as_ref().expect("a file part");
     assert_eq!((file.filename.as_deref(), file.content_type.as_deref()), (Some("audio.mp3"), Some("audio/mpeg")));
     assert_eq!(requests[1].field("model"), Some("whisper-1"));
+    assert_eq!(requests[1].field("response_format"), Some("verbose_json"));
 }
 
 #[tokio::test]

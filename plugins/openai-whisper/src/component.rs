@@ -22,6 +22,7 @@ wit_bindgen::generate!({
 use crate::errors::{self, Failure, RetryHeaders};
 use crate::{http, multipart, reply, settings};
 use exports::scribe::plugin::transcriber::{Guest, ProviderError, ProviderInfo, TranscribeRequest, Transcript};
+use scribe::plugin::types::Segment;
 use scribe::plugin::host::{self, LogLevel};
 
 /// Audio formats OpenAI accepts (provider-apis.md §1.2 and its 400 message).
@@ -64,7 +65,7 @@ fn transcribe(request: TranscribeRequest) -> Result<Transcript, Failure> {
     let mut fields: Vec<(&str, &str)> = vec![("model", &model)];
     let optional = [("language", request.language.as_deref()), ("prompt", request.prompt.as_deref()), ("temperature", temperature.as_deref())];
     fields.extend(optional.into_iter().filter_map(|(name, value)| Some((name, value.filter(|v| !v.trim().is_empty())?))));
-    fields.push(("response_format", "json"));
+    fields.push(("response_format", settings::response_format_for(&model)));
     let filename = multipart::file_name(&request.audio_format);
     let file = multipart::FilePart {
         field: "file",
@@ -93,9 +94,14 @@ fn transcribe(request: TranscribeRequest) -> Result<Transcript, Failure> {
         host::log(LogLevel::Warn, &format!("{url} answered {} (request id {request_id}): {failure:?}", answer.status));
         return Err(failure);
     }
-    let text = reply::parse_text(&answer.body)?;
+    let reply = reply::parse(&answer.body)?;
     host::log(LogLevel::Debug, &format!("transcribed {} bytes of {} with {model}", request.audio.len(), request.audio_format));
-    Ok(Transcript { text, language: request.language, duration: None, segments: Vec::new() })
+    Ok(Transcript {
+        text: reply.text,
+        language: reply.language.or(request.language),
+        duration: reply.duration,
+        segments: reply.segments.into_iter().map(|s| Segment { start: s.start, end: s.end, text: s.text }).collect(),
+    })
 }
 
 impl From<Failure> for ProviderError {

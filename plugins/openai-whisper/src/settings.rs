@@ -32,6 +32,18 @@ pub fn choose_model(requested: Option<&str>, configured: Option<&str>) -> String
         .to_string()
 }
 
+/// The `response_format` to ask `model` for: `verbose_json` (segments,
+/// language, duration) from the Whisper models, which support it; `json`
+/// from the others (`gpt-4o(-mini)-transcribe` take `json` only,
+/// provider-apis.md §1.2), whose transcripts then have text alone.
+pub fn response_format_for(model: &str) -> &'static str {
+    if model.trim().to_ascii_lowercase().starts_with("whisper") {
+        "verbose_json"
+    } else {
+        "json"
+    }
+}
+
 /// How long (ms) to wait on the connection and on the answer, given the ms
 /// left before the host stops the call. It stops a little earlier (a tenth,
 /// at most one second), so a service that does not answer is reported as a
@@ -65,6 +77,15 @@ mod tests {
         assert_eq!(choose_model(Some("  "), Some("whisper-2")), "whisper-2");
         assert_eq!(choose_model(None, None), "whisper-1");
         assert_eq!(choose_model(Some(""), Some("")), "whisper-1");
+    }
+
+    #[test]
+    fn whisper_models_are_asked_for_verbose_json_and_others_for_json() {
+        assert_eq!(response_format_for("whisper-1"), "verbose_json");
+        assert_eq!(response_format_for("Whisper-large"), "verbose_json");
+        for model in ["gpt-4o-transcribe", "gpt-4o-mini-transcribe", "gpt-4o-transcribe-diarize", "gpt-transcribe"] {
+            assert_eq!(response_format_for(model), "json", "{model}");
+        }
     }
 
     #[test]

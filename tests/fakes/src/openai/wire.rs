@@ -280,13 +280,18 @@ fn success(form: &Form, status: StatusCode) -> Response {
         "srt" => (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("1\n00:00:00,000 --> 00:00:01,000\n{text}\n\n")).into_response(),
         "vtt" => (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("WEBVTT\n\n00:00:00.000 --> 00:00:01.000\n{text}\n\n")).into_response(),
         "verbose_json" => {
-            let segment = json!({
-                "id": 0, "seek": 0, "start": 0.0, "end": 1.0, "text": format!(" {text}"), "tokens": [50364],
-                "temperature": 0.0, "avg_logprob": -0.25, "compression_ratio": 1.0, "no_speech_prob": 0.01,
-            });
+            // Two segments (the text's words halved), a second each.
+            let words: Vec<&str> = text.split(' ').collect();
+            let (first, second) = words.split_at(words.len() / 2);
+            let segment = |id: u32, words: &[&str]| {
+                json!({
+                    "id": id, "seek": 0, "start": f64::from(id), "end": f64::from(id + 1), "text": format!(" {}", words.join(" ")),
+                    "tokens": [50364 + id], "temperature": 0.0, "avg_logprob": -0.25, "compression_ratio": 1.0, "no_speech_prob": 0.01,
+                })
+            };
             let body = json!({
-                "task": "transcribe", "language": language_name(language), "duration": 1.0, "text": text,
-                "segments": [segment], "usage": usage,
+                "task": "transcribe", "language": language_name(language), "duration": 2.0, "text": text,
+                "segments": [segment(0, first), segment(1, second)], "usage": usage,
             });
             (status, axum::Json(body)).into_response()
         }
@@ -296,13 +301,7 @@ fn success(form: &Form, status: StatusCode) -> Response {
 
 /// `verbose_json` names the language in full, lowercase (§1.3).
 fn language_name(code: &str) -> &str {
-    match code {
-        "en" => "english",
-        "fr" => "french",
-        "de" => "german",
-        "es" => "spanish",
-        other => other,
-    }
+    whisper_languages::name_of(code).unwrap_or(code)
 }
 
 /// Anything but the transcription endpoint: OpenAI's 404 envelope.

@@ -17,6 +17,7 @@
 //!   and `audio_url` downloads that cannot reach internal addresses;
 //! - [`retention`]: removes audio no job needs any more (uses `store` and
 //!   `audio`);
+//! - [`formats`]: transcripts rendered as json, text, srt, vtt, verbose_json;
 //! - [`config`], [`metrics`], [`clock`] and [`files`] at the bottom, importing none of the above.
 
 pub mod api;
@@ -25,6 +26,7 @@ pub mod bench;
 pub mod clock;
 pub mod config;
 pub mod files;
+pub mod formats;
 pub mod gate;
 pub mod limiter;
 pub mod metrics;

@@ -18,6 +18,7 @@ use scribe_host::config::Config;
 use scribe_host::metrics::Metrics;
 use scribe_host::plugins::Plugins;
 
+pub mod api;
 pub use scribe_fakes::openai as fake_openai;
 
 mod table {

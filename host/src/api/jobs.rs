@@ -1,5 +1,6 @@
-//! The jobs API: submit (in [`super::jobs_submit`]), show, list and cancel a
-//! user's own jobs.
+//! The jobs API: submit (in [`super::jobs_submit`]), show, list, cancel
+//! and read the transcript (in [`super::jobs_transcript`]) of a user's own
+//! jobs.
 //!
 //! Every route authenticates the user first, and every lookup is scoped to
 //! that user in the store, so another user's job id is indistinguishable
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::require_user;
 use super::jobs_submit::submit;
+use super::jobs_transcript::transcript;
 use super::problem::Problem;
 use super::AppState;
 use crate::clock::now_ms;
@@ -35,6 +37,7 @@ pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/v1/jobs", post(submit).get(list))
         .route("/v1/jobs/{id}", get(show).delete(cancel))
+        .route("/v1/jobs/{id}/transcript", get(transcript))
         .layer(DefaultBodyLimit::disable())
 }
 

@@ -38,8 +38,6 @@ const MAX_IDEMPOTENCY_KEY_BYTES: usize = 255;
 /// audio store already read (2x the limit), so a client still sending
 /// reads the 413 instead of a reset; past this the connection is closed.
 const MAX_DRAIN_BYTES: u64 = 64 * 1024 * 1024;
-/// The transcript formats a job can ask for.
-const RESPONSE_FORMATS: &[&str] = &["json", "text", "srt", "vtt", "verbose_json"];
 /// Providers that need a secret before they can run: (plugin, config key,
 /// the variable that sets it).
 const PROVIDER_SECRETS: &[(&str, &str, &str)] =
@@ -316,9 +314,9 @@ fn check_fields(state: &AppState, fields: &Fields) -> Result<Options, Problem> {
     };
     let response_format = match fields.response_format.as_deref().map(str::trim) {
         None | Some("") => "json".to_string(),
-        Some(f) if RESPONSE_FORMATS.contains(&f) => f.to_string(),
+        Some(f) if crate::formats::Format::parse(f).is_some() => f.to_string(),
         Some(other) => {
-            return Err(bad(format!("response_format: {other:?} is not one of {}", RESPONSE_FORMATS.join(", "))))
+            return Err(bad(format!("response_format: {other:?} is not one of {}", crate::formats::NAMES.join(", "))))
         }
     };
     let temperature = match fields.temperature.as_deref().map(str::trim) {

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod body;
 pub mod jobs;
 mod jobs_submit;
+mod jobs_transcript;
 pub mod problem;
 
 use std::sync::Arc;

@@ -1,0 +1,60 @@
+//! `GET /v1/jobs/{id}/transcript?format=`: a succeeded job's transcript in
+//! any response format, rendered from the one stored transcript
+//! ([`crate::formats`]); without `format`, in the format the job asked for.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::auth::require_user;
+use super::jobs::store_problem;
+use super::problem::Problem;
+use super::AppState;
+use crate::formats::{self, Format};
+use crate::plugins::types::Transcript;
+use crate::store::JobStatus;
+
+/// The query: an optional `format`.
+#[derive(Debug, Deserialize)]
+pub(super) struct TranscriptQuery {
+    format: Option<String>,
+}
+
+/// The transcript of one of the caller's jobs: 404 for an unknown (or
+/// another user's) job, 409 while it is not succeeded, 400 for an unknown
+/// format.
+pub(super) async fn transcript(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    query: Result<Query<TranscriptQuery>, QueryRejection>,
+) -> Result<Response, Problem> {
+    let user = require_user(&*state.store, &headers).await?;
+    let Query(query) = query.map_err(|e| Problem::new(StatusCode::BAD_REQUEST, format!("bad query: {e}")))?;
+    let job = state
+        .store
+        .job(&user.id, &id)
+        .await
+        .map_err(store_problem)?
+        .ok_or_else(|| Problem::new(StatusCode::NOT_FOUND, format!("no job {id:?} of yours")))?;
+    let name = query.format.unwrap_or_else(|| job.spec.response_format.clone());
+    let format = Format::parse(&name).ok_or_else(|| {
+        Problem::new(StatusCode::BAD_REQUEST, format!("format: {name:?} is not one of {}", formats::NAMES.join(", ")))
+    })?;
+    if job.status != JobStatus::Succeeded {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            format!("job {id} is {}: a transcript exists once it succeeded", job.status.as_str()),
+        ));
+    }
+    let stored = state.store.transcript(&id).await.map_err(store_problem)?;
+    let transcript: Transcript = stored.as_deref().and_then(|json| serde_json::from_str(json).ok()).ok_or_else(|| {
+        tracing::error!(job = %id, "a succeeded job has no readable transcript");
+        Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "the stored transcript cannot be read")
+    })?;
+    Ok(([(header::CONTENT_TYPE, format.content_type())], formats::render(&transcript, format)).into_response())
+}

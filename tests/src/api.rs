@@ -1,0 +1,103 @@
+//! An API-level test server: an in-process Scribe with two users, and
+//! the requests the jobs-API tests send it.
+
+use reqwest::StatusCode;
+use scribe_host::clock::now_ms;
+use scribe_host::server::{self, Running};
+use scribe_host::users;
+use serde_json::Value;
+
+use crate::test_config;
+
+/// An API-only server (`SCRIBE_DISPATCH=false`: jobs stay as submitted, so
+/// the API's answers can be checked state by state) with
+/// `OPENAI_API_KEY=sk-test` (so `openai-whisper` is the default provider)
+/// plus `env`, and two users' keys.
+pub struct Env {
+    pub server: Running,
+    pub base: String,
+    pub ann: String,
+    pub bob: String,
+    pub client: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+pub async fn serve(env: &[(&str, &str)]) -> Env {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut vars = env.to_vec();
+    if !vars.iter().any(|(k, _)| *k == "OPENAI_API_KEY") {
+        vars.push(("OPENAI_API_KEY", "sk-test"));
+    }
+    if !vars.iter().any(|(k, _)| *k == "SCRIBE_DISPATCH") {
+        vars.push(("SCRIBE_DISPATCH", "false"));
+    }
+    // An empty value here means "unset".
+    vars.retain(|(_, v)| !v.is_empty());
+    let config = test_config(dir.path(), "", &vars);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let server = server::start_on(config, listener).await.expect("server starts");
+    let (_, ann) = users::add(&*server.store, "ann", now_ms()).await.expect("ann");
+    let (_, bob) = users::add(&*server.store, "bob", now_ms()).await.expect("bob");
+    let base = format!("http://{}", server.addr);
+    Env { server, base, ann, bob, client: reqwest::Client::new(), _dir: dir }
+}
+
+pub fn wav(samples: usize) -> Vec<u8> {
+    crate::wav(0, samples)
+}
+
+pub const BOUNDARY: &str = "scribe-test-boundary-7f3a";
+
+/// A multipart body: `file` (if given) first, then the text fields.
+pub fn form(file: Option<&[u8]>, fields: &[(&str, &str)]) -> Vec<u8> {
+    let mut body = Vec::new();
+    if let Some(bytes) = file {
+        body.extend_from_slice(
+            format!(
+                "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\nContent-Type: audio/wav\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    for (name, value) in fields {
+        body.extend_from_slice(
+            format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").as_bytes(),
+        );
+    }
+    body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+    body
+}
+
+impl Env {
+    /// A multipart submit by `key` with `body` (see [`form`]).
+    pub fn submit(&self, key: &str, body: Vec<u8>) -> reqwest::RequestBuilder {
+        self.client
+            .post(format!("{}/v1/jobs", self.base))
+            .bearer_auth(key)
+            .header("content-type", format!("multipart/form-data; boundary={BOUNDARY}"))
+            .body(body)
+    }
+
+    /// `GET path` as `key`.
+    pub async fn get(&self, key: &str, path: &str) -> reqwest::Response {
+        self.client.get(format!("{}{path}", self.base)).bearer_auth(key).send().await.expect("GET")
+    }
+
+    /// `DELETE /v1/jobs/{id}` as `key`.
+    pub async fn delete(&self, key: &str, id: &str) -> reqwest::Response {
+        self.client.delete(format!("{}/v1/jobs/{id}", self.base)).bearer_auth(key).send().await.expect("DELETE")
+    }
+
+    /// The server still serves, and `job` is as it was.
+    pub async fn still_serving_with(&self, job: &Value) {
+        let health = self.client.get(format!("{}/healthz", self.base)).send().await.expect("healthz");
+        assert_eq!(health.status(), StatusCode::OK);
+        let id = job["id"].as_str().unwrap();
+        let now: Value = self.get(&self.ann, &format!("/v1/jobs/{id}")).await.json().await.unwrap();
+        assert_eq!(&now, job, "the accepted job is unchanged");
+    }
+}
+
+

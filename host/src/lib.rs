@@ -8,6 +8,8 @@
 //! - [`bench`]: the `scribe bench` measurements;
 //! - [`scheduler`]: dispatch under the limits, retries, leases: the only
 //!   caller of provider plugins and policies;
+//! - [`cache`]: transcripts by (audio, provider, model, language, prompt,
+//!   temperature), in memory and in the store, one provider call per key;
 //! - [`plugins`]: the plugin runtime (engines, sandbox, registry, hot swap);
 //!   it knows nothing of jobs, users or storage;
 //! - [`store`] (users and jobs, durably), [`users`] (API keys), [`limiter`]
@@ -23,6 +25,7 @@
 pub mod api;
 pub mod audio;
 pub mod bench;
+pub mod cache;
 pub mod clock;
 pub mod config;
 pub mod files;

@@ -1,7 +1,7 @@
 //! Prometheus metrics: every module records here, and this module imports
 //! none of them, so anyone may count without creating a dependency cycle.
 
-use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 /// The process's metrics. Cheap to clone (the collectors are shared).
 #[derive(Clone)]
@@ -22,6 +22,11 @@ pub struct Metrics {
     /// `scribe_plugin_loaded_info{plugin,version,content_hash}`: 1 for the
     /// version serving each plugin.
     pub plugin_loaded: IntGaugeVec,
+    /// `scribe_cache_hits_total`: jobs that finished without a provider
+    /// call (their transcript was cached, stored, or being made by a twin).
+    pub cache_hits: IntCounter,
+    /// `scribe_cache_misses_total`: jobs whose transcript took a provider call.
+    pub cache_misses: IntCounter,
 }
 
 impl Metrics {
@@ -48,7 +53,14 @@ impl Metrics {
         )
         .expect("valid metric");
         registry.register(Box::new(plugin_loaded.clone())).expect("unique metric");
-        Self { registry, plugin_calls, plugin_failures, policy_fallbacks, plugin_loads, plugin_loaded }
+        let plain = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid metric");
+            registry.register(Box::new(c.clone())).expect("unique metric");
+            c
+        };
+        let cache_hits = plain("cache_hits_total", "Jobs that finished without a provider call (cached transcript).");
+        let cache_misses = plain("cache_misses_total", "Jobs whose transcript took a provider call.");
+        Self { registry, plugin_calls, plugin_failures, policy_fallbacks, plugin_loads, plugin_loaded, cache_hits, cache_misses }
     }
 
     /// The registry, for the `/metrics` route.

@@ -11,6 +11,7 @@ use tokio::sync::{oneshot, Notify};
 
 use crate::api::{self, AppState};
 use crate::audio::{AudioStore, LocalAudioStore, UrlFetcher};
+use crate::cache::TranscriptCache;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::plugins::{DirWatcher, Plugins, StartError};
@@ -103,7 +104,9 @@ pub async fn start_on(config: Config, listener: TcpListener) -> Result<Running, 
     let store = store::open(&config).await?;
     let audio: Arc<dyn AudioStore> = Arc::new(LocalAudioStore::new(config.data_dir.join("audio")));
     let wake = Arc::new(Notify::new());
+    let cache = Arc::new(TranscriptCache::new(&config, store.clone(), metrics.clone()));
     let state = Arc::new(AppState {
+        cache: cache.clone(),
         plugins: plugins.clone(),
         metrics: metrics.clone(),
         store: store.clone(),
@@ -126,6 +129,7 @@ pub async fn start_on(config: Config, listener: TcpListener) -> Result<Running, 
             plugins: plugins.clone(),
             limiter: Arc::new(LocalRateLimiter::default()),
             gate: Arc::new(LocalGate::default()),
+            cache,
             wake: wake.clone(),
             owner: format!("scribe-{}-{}", std::process::id(), uuid::Uuid::now_v7()),
         });

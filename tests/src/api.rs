@@ -14,38 +14,63 @@ use crate::test_config;
 /// `OPENAI_API_KEY=sk-test` (so `openai-whisper` is the default provider)
 /// plus `env`, and two users' keys.
 pub struct Env {
+    /// The running server.
     pub server: Running,
+    /// `http://127.0.0.1:PORT`.
     pub base: String,
+    /// Ann's API key.
     pub ann: String,
+    /// Bob's API key.
     pub bob: String,
+    /// A client for the requests.
     pub client: reqwest::Client,
-    _dir: tempfile::TempDir,
+    vars: Vec<(String, String)>,
+    dir: tempfile::TempDir,
 }
 
+/// Starts an [`Env`] (see there) with `env` on top of its defaults; an
+/// empty value unsets a default.
 pub async fn serve(env: &[(&str, &str)]) -> Env {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut vars = env.to_vec();
-    if !vars.iter().any(|(k, _)| *k == "OPENAI_API_KEY") {
-        vars.push(("OPENAI_API_KEY", "sk-test"));
+    let mut vars: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    for (name, default) in [("OPENAI_API_KEY", "sk-test"), ("SCRIBE_DISPATCH", "false")] {
+        if !vars.iter().any(|(k, _)| k == name) {
+            vars.push((name.into(), default.into()));
+        }
     }
-    if !vars.iter().any(|(k, _)| *k == "SCRIBE_DISPATCH") {
-        vars.push(("SCRIBE_DISPATCH", "false"));
-    }
-    // An empty value here means "unset".
     vars.retain(|(_, v)| !v.is_empty());
-    let config = test_config(dir.path(), "", &vars);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let server = server::start_on(config, listener).await.expect("server starts");
+    let server = start(dir.path(), &vars).await;
     let (_, ann) = users::add(&*server.store, "ann", now_ms()).await.expect("ann");
     let (_, bob) = users::add(&*server.store, "bob", now_ms()).await.expect("bob");
     let base = format!("http://{}", server.addr);
-    Env { server, base, ann, bob, client: reqwest::Client::new(), _dir: dir }
+    Env { server, base, ann, bob, client: reqwest::Client::new(), vars, dir }
 }
 
+async fn start(dir: &std::path::Path, vars: &[(String, String)]) -> Running {
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let config = test_config(dir, "", &vars);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    server::start_on(config, listener).await.expect("server starts")
+}
+
+impl Env {
+    /// Shuts the server down and starts it again on the same data
+    /// directory and settings (a new address; users and jobs kept).
+    pub async fn restart(self) -> Env {
+        let Env { server, ann, bob, client, vars, dir, .. } = self;
+        server.shutdown().await.expect("shutdown");
+        let server = start(dir.path(), &vars).await;
+        let base = format!("http://{}", server.addr);
+        Env { server, base, ann, bob, client, vars, dir }
+    }
+}
+
+/// A WAV file of `samples` samples (seed 0).
 pub fn wav(samples: usize) -> Vec<u8> {
     crate::wav(0, samples)
 }
 
+/// The multipart boundary [`form`] uses.
 pub const BOUNDARY: &str = "scribe-test-boundary-7f3a";
 
 /// A multipart body: `file` (if given) first, then the text fields.

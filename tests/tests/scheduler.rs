@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use scribe_host::audio::{AudioStore, LocalAudioStore};
+use scribe_host::cache::TranscriptCache;
 use scribe_host::gate::LocalGate;
 use scribe_host::limiter::LocalRateLimiter;
 use scribe_host::metrics::Metrics;
@@ -46,6 +47,7 @@ async fn engine_with(config_toml: &str, env: &[(&str, &str)]) -> Engine {
     let store = scribe_host::store::open(&config).await.unwrap();
     let audio: Arc<dyn AudioStore> = Arc::new(LocalAudioStore::new(dir.path().join("audio")));
     let (wake, stop) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let cache = Arc::new(TranscriptCache::new(&config, store.clone(), Metrics::new()));
     let scheduler = Scheduler::new(Parts {
         config,
         store: store.clone(),
@@ -53,6 +55,7 @@ async fn engine_with(config_toml: &str, env: &[(&str, &str)]) -> Engine {
         plugins,
         limiter: Arc::new(LocalRateLimiter::default()),
         gate: Arc::new(LocalGate::default()),
+        cache,
         wake: wake.clone(),
         owner: "test-instance".into(),
     });
@@ -88,7 +91,7 @@ impl Engine {
                     response_format: "json".into(),
                 };
                 let id = format!("job-{n:05}");
-                let job = NewJob { id: id.clone(), user_id: user.clone(), spec, idempotency_key: None, now_ms: scribe_host::clock::now_ms() };
+                let job = NewJob { id: id.clone(), user_id: user.clone(), spec, idempotency_key: None, now_ms: scribe_host::clock::now_ms(), cache_key: id.clone(), cached_transcript: None };
                 assert!(matches!(self.store.insert_job(job).await.unwrap(), Inserted::Created(_)));
                 ids.entry(user.clone()).or_default().push(id);
                 n += 1;

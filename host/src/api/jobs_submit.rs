@@ -146,23 +146,28 @@ pub(super) async fn submit(
         )
         .with_header(header::RETRY_AFTER, "5"));
     }
+    let spec = JobSpec {
+        provider: options.provider,
+        priority: options.priority,
+        audio_sha256: audio.sha256,
+        audio_format: extension.to_string(),
+        audio_bytes: audio.bytes,
+        language: options.language,
+        prompt: options.prompt,
+        temperature: options.temperature,
+        model: options.model,
+        response_format: options.response_format,
+    };
+    let cache_key = crate::cache::key(&spec);
+    let cached = state.cache.lookup(&cache_key).await.map_err(store_problem)?;
     let job = NewJob {
         id: uuid::Uuid::now_v7().to_string(),
         user_id: user.id,
-        spec: JobSpec {
-            provider: options.provider,
-            priority: options.priority,
-            audio_sha256: audio.sha256,
-            audio_format: extension.to_string(),
-            audio_bytes: audio.bytes,
-            language: options.language,
-            prompt: options.prompt,
-            temperature: options.temperature,
-            model: options.model,
-            response_format: options.response_format,
-        },
+        spec,
         idempotency_key,
         now_ms: now_ms(),
+        cache_key,
+        cached_transcript: cached.map(|t| t.as_ref().clone()),
     };
     match state.store.insert_job(job).await.map_err(store_problem)? {
         Inserted::Created(job) => {

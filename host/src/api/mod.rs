@@ -18,6 +18,7 @@ use axum::{Json, Router};
 use tokio::sync::Notify;
 
 use crate::audio::{AudioStore, UrlFetcher};
+use crate::cache::TranscriptCache;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::plugins::Plugins;
@@ -35,6 +36,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// Uploaded audio.
     pub audio: Arc<dyn AudioStore>,
+    /// Transcripts already made, so a repeated submit finishes at once.
+    pub cache: Arc<TranscriptCache>,
     /// Downloads the audio of submits that name an `audio_url`.
     pub fetcher: UrlFetcher,
     /// The scheduler's wake-up: notified after each accepted submit.

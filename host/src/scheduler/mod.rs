@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
 use crate::audio::AudioStore;
+use crate::cache::TranscriptCache;
 use crate::config::Config;
 use crate::gate::ConcurrencyGate;
 use crate::limiter::{Rate, RateLimiter};
@@ -45,6 +46,8 @@ pub struct Parts {
     pub limiter: Arc<dyn RateLimiter>,
     /// Concurrency caps.
     pub gate: Arc<dyn ConcurrencyGate>,
+    /// Transcripts by cache key: one provider call per key at a time.
+    pub cache: Arc<TranscriptCache>,
     /// Woken on every event that may allow a dispatch.
     pub wake: Arc<Notify>,
     /// This instance's name in leases.

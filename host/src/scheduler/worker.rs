@@ -1,5 +1,5 @@
-//! One claimed job: fetch its audio, call its provider while renewing the
-//! lease, then record the outcome with a guarded statement. A worker that
+//! One claimed job: fetch its audio, call its provider (through the
+//! transcript cache, so a twin's call is shared) while renewing the lease, then record the outcome with a guarded statement. A worker that
 //! lost its lease (the job was taken over) records nothing.
 
 use std::sync::Arc;
@@ -22,7 +22,14 @@ impl Scheduler {
         if let Some(at) = token_at {
             self.wait_for_token(&job.spec.provider, at).await;
         }
-        let outcome = self.call_provider(&job).await;
+        let key = crate::cache::key(&job.spec);
+        let outcome = self
+            .parts
+            .cache
+            .get_or_call(&key, || self.call_provider(&job))
+            .await
+            .map(|transcript| transcript.as_ref().clone())
+            .map_err(|shared| shared.as_ref().clone());
         renewal.abort();
         if let Err(ProviderError::RateLimited(Some(ms))) = outcome {
             // Before the slot frees, so no call of this provider slips in.

@@ -47,7 +47,8 @@ pub trait Store: Send + Sync {
     /// The user whose API key hashes to `key_hash`.
     async fn user_by_key_hash(&self, key_hash: &str) -> StoreResult<Option<User>>;
 
-    /// Inserts a job, or returns the job an earlier submit with the same
+    /// Inserts a job (queued, or succeeded at once when it carries a cached
+    /// transcript), or returns the job an earlier submit with the same
     /// idempotency key created.
     async fn insert_job(&self, job: NewJob) -> StoreResult<Inserted>;
     /// One of `user_id`'s jobs.
@@ -89,6 +90,8 @@ pub trait Store: Send + Sync {
     /// Whether a job still needs the audio `sha256`: one that is queued or
     /// running, or that finished at or after `finished_since_ms`.
     async fn audio_in_use(&self, sha256: &str, finished_since_ms: i64) -> StoreResult<bool>;
+    /// The transcript (JSON) of a succeeded job with `cache_key`, if any.
+    async fn cached_transcript(&self, cache_key: &str) -> StoreResult<Option<String>>;
     /// The stored transcript (JSON) of a succeeded job.
     async fn transcript(&self, job_id: &str) -> StoreResult<Option<String>>;
 }

@@ -239,8 +239,11 @@ impl Store for SqliteStore {
         let inserted = self
             .write(
                 "INSERT INTO jobs (id, user_id, status, provider, priority, audio_sha256, audio_format, audio_bytes, \
-                 language, prompt, temperature, model, response_format, attempts, run_at, created_at, idempotency_key) \
-                 VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 0, ?13, ?13, ?14) \
+                 language, prompt, temperature, model, response_format, attempts, run_at, created_at, idempotency_key, \
+                 cache_key, transcript, started_at, finished_at) \
+                 VALUES (?1, ?2, CASE WHEN ?16 IS NULL THEN 'queued' ELSE 'succeeded' END, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, \
+                 ?11, ?12, 0, ?13, ?13, ?14, ?15, ?16, CASE WHEN ?16 IS NULL THEN NULL ELSE ?13 END, \
+                 CASE WHEN ?16 IS NULL THEN NULL ELSE ?13 END) \
                  ON CONFLICT (user_id, idempotency_key) DO NOTHING",
                 vec![
                     job.id.as_str().into(),
@@ -257,6 +260,8 @@ impl Store for SqliteStore {
                     spec.response_format.as_str().into(),
                     job.now_ms.into(),
                     Arg::OptText(job.idempotency_key.clone()),
+                    job.cache_key.as_str().into(),
+                    Arg::OptText(job.cached_transcript.clone()),
                 ],
             )
             .await?;
@@ -425,11 +430,20 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn cached_transcript(&self, cache_key: &str) -> StoreResult<Option<String>> {
+        self.succeeded_transcript("SELECT transcript FROM jobs WHERE cache_key = ?1 AND status = 'succeeded' LIMIT 1", cache_key)
+            .await
+    }
+
     async fn transcript(&self, job_id: &str) -> StoreResult<Option<String>> {
-        let transcript = sqlx::query_scalar("SELECT transcript FROM jobs WHERE id = ?1 AND status = 'succeeded'")
-            .bind(job_id)
-            .fetch_optional(&self.pool)
-            .await?;
+        self.succeeded_transcript("SELECT transcript FROM jobs WHERE id = ?1 AND status = 'succeeded'", job_id).await
+    }
+}
+
+impl SqliteStore {
+    /// The transcript column of the one row `sql` selects by `key`.
+    async fn succeeded_transcript(&self, sql: &'static str, key: &str) -> StoreResult<Option<String>> {
+        let transcript: Option<Option<String>> = sqlx::query_scalar(sql).bind(key).fetch_optional(&self.pool).await?;
         Ok(transcript.flatten())
     }
 }

@@ -138,6 +138,11 @@ pub struct NewJob {
     pub idempotency_key: Option<String>,
     /// Now (ms).
     pub now_ms: i64,
+    /// The transcript cache key (see `crate::cache`).
+    pub cache_key: String,
+    /// A cached transcript (JSON) for this key: the job is inserted already
+    /// succeeded, with this transcript, and never runs.
+    pub cached_transcript: Option<String>,
 }
 
 /// The outcome of an insert.

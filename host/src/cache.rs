@@ -1,0 +1,159 @@
+//! The transcript cache: the same audio asked of the same provider the
+//! same way is transcribed once.
+//!
+//! A transcript is keyed by (audio sha256, provider, model, language,
+//! prompt, temperature); the response format is not part of the key, since
+//! every format is rendered from the one transcript. A submit whose key is
+//! known finishes at once (from memory, or after a restart or an eviction
+//! from the store: any succeeded job with that key). A worker gets its
+//! transcript through [`TranscriptCache::get_or_call`], which lets one call
+//! per key run at a time: jobs with the same key that run together wait
+//! for that call and share its outcome, so simultaneous twins cost one
+//! provider call. A hit is a job that finished without a provider call; a
+//! miss is one that made the call.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::store::{JobSpec, Store, StoreError};
+
+/// Transcripts (JSON) by cache key: in memory (moka, bounded by
+/// `CACHE_MAX_SIZE` entries and `CACHE_DEFAULT_TTL`), backed by the store.
+pub struct TranscriptCache {
+    memory: moka::future::Cache<String, Arc<String>>,
+    store: Arc<dyn Store>,
+    metrics: Metrics,
+}
+
+/// The cache key of a job: the sha256 of what decides its transcript.
+pub fn key(spec: &JobSpec) -> String {
+    let mut hasher = Sha256::new();
+    let temperature = spec.temperature.map(|t| t.to_string());
+    let parts = [
+        Some(spec.audio_sha256.as_str()),
+        Some(spec.provider.as_str()),
+        spec.model.as_deref(),
+        spec.language.as_deref(),
+        spec.prompt.as_deref(),
+        temperature.as_deref(),
+    ];
+    for part in parts {
+        // A marker per part, so `None` and `Some("")` and shifted text
+        // never hash alike.
+        match part {
+            None => hasher.update([0u8]),
+            Some(text) => {
+                hasher.update([1u8]);
+                hasher.update((text.len() as u64).to_le_bytes());
+                hasher.update(text.as_bytes());
+            }
+        }
+    }
+    hex::encode(hasher.finalize())
+}
+
+impl TranscriptCache {
+    /// A cache sized and timed by `config`, falling back to `store`.
+    pub fn new(config: &Config, store: Arc<dyn Store>, metrics: Metrics) -> Self {
+        let memory = moka::future::Cache::builder()
+            .max_capacity(config.cache_max_size)
+            .time_to_live(Duration::from_millis(config.cache_default_ttl_ms))
+            .build();
+        Self { memory, store, metrics }
+    }
+
+    /// At submit: the transcript for `key`, if one is known; counted as a
+    /// hit when found (the job will not run).
+    pub async fn lookup(&self, key: &str) -> Result<Option<Arc<String>>, StoreError> {
+        let found = match self.memory.get(key).await {
+            Some(transcript) => Some(transcript),
+            None => self.from_store(key).await?,
+        };
+        if found.is_some() {
+            self.metrics.cache_hits.inc();
+        }
+        Ok(found)
+    }
+
+    /// In a worker: the transcript for `key`, from the cache or the store,
+    /// else from `call`, of which one runs per key at a time (the others
+    /// with that key wait and share its outcome). Counted as a miss when
+    /// this job's `call` ran, as a hit otherwise.
+    pub async fn get_or_call<F, Fut, E>(&self, key: &str, call: F) -> Result<Arc<String>, Arc<E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<String, E>>,
+        E: Send + Sync + 'static,
+    {
+        let called = AtomicBool::new(false);
+        let outcome = self
+            .memory
+            .try_get_with(key.to_string(), async {
+                if let Ok(Some(stored)) = self.from_store(key).await {
+                    return Ok(stored);
+                }
+                called.store(true, Ordering::Relaxed);
+                call().await.map(Arc::new)
+            })
+            .await;
+        if called.load(Ordering::Relaxed) {
+            self.metrics.cache_misses.inc();
+        } else if outcome.is_ok() {
+            self.metrics.cache_hits.inc();
+        }
+        outcome
+    }
+
+    async fn from_store(&self, key: &str) -> Result<Option<Arc<String>>, StoreError> {
+        let Some(stored) = self.store.cached_transcript(key).await? else { return Ok(None) };
+        let stored = Arc::new(stored);
+        self.memory.insert(key.to_string(), stored.clone()).await;
+        Ok(Some(stored))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugins::types::Priority;
+
+    fn spec() -> JobSpec {
+        JobSpec {
+            provider: "openai-whisper".into(),
+            priority: Priority::Normal,
+            audio_sha256: "a".repeat(64),
+            audio_format: "wav".into(),
+            audio_bytes: 10,
+            language: Some("en".into()),
+            prompt: None,
+            temperature: Some(0.2),
+            model: None,
+            response_format: "json".into(),
+        }
+    }
+
+    #[test]
+    fn the_key_ignores_format_and_priority_but_not_what_decides_the_text() {
+        let base = key(&spec());
+        assert_eq!(key(&JobSpec { response_format: "srt".into(), priority: Priority::High, ..spec() }), base);
+        for other in [
+            JobSpec { language: None, ..spec() },
+            JobSpec { prompt: Some(String::new()), ..spec() },
+            JobSpec { temperature: Some(0.3), ..spec() },
+            JobSpec { model: Some("whisper-1".into()), ..spec() },
+            JobSpec { provider: "replicate".into(), ..spec() },
+            JobSpec { audio_sha256: "b".repeat(64), ..spec() },
+        ] {
+            assert_ne!(key(&other), base, "{other:?}");
+        }
+        // Text moved between fields does not collide.
+        let a = JobSpec { language: Some("en".into()), prompt: Some("x".into()), ..spec() };
+        let b = JobSpec { language: Some("enx".into()), prompt: Some(String::new()), ..spec() };
+        assert_ne!(key(&a), key(&b));
+    }
+}

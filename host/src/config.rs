@@ -121,6 +121,10 @@ pub struct Config {
     pub db_timeout_ms: u64,
     /// `[plugins.NAME]` tables, with secrets mapped in from the environment.
     pub plugins: BTreeMap<String, PluginSettings>,
+    /// `[models]` in the config file: OpenAI model name -> provider plugin,
+    /// for `POST /v1/audio/transcriptions` (`whisper-1` defaults to the
+    /// default provider).
+    pub models: BTreeMap<String, String>,
 }
 
 /// Environment secrets and endpoints handed to shipped providers:
@@ -148,6 +152,7 @@ impl Config {
         let data_dir: PathBuf = src.get("SCRIBE_DATA_DIR", PathBuf::from("./data"))?;
         let plugin_dir = src.get("SCRIBE_PLUGIN_DIR", data_dir.join("plugins"))?;
         let mut plugins = plugin_tables(&file, env.get("SCRIBE_CONFIG"))?;
+        let models = model_table(&file, env.get("SCRIBE_CONFIG"))?;
         map_plugin_env(&env, &mut plugins)?;
         let config = Self {
             listen: src.get("SCRIBE_LISTEN", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
@@ -175,6 +180,7 @@ impl Config {
             db_timeout_ms: src.positive("DB_TIMEOUT", 30_000)?,
             data_dir,
             plugins,
+            models,
         };
         Ok(config)
     }
@@ -232,6 +238,23 @@ fn plugin_tables(
         check_plugin_limits(name, settings)?;
     }
     Ok(plugins)
+}
+
+/// `[models]`: model name -> provider plugin name.
+fn model_table(file: &toml::Table, path: Option<&String>) -> Result<BTreeMap<String, String>, ConfigError> {
+    let Some(value) = file.get("models") else { return Ok(BTreeMap::new()) };
+    let models: BTreeMap<String, String> = value.clone().try_into().map_err(|e: toml::de::Error| ConfigError::File {
+        path: path.cloned().unwrap_or_default(),
+        reason: format!("[models]: {e} (expected model = \"provider\" lines)"),
+    })?;
+    if let Some((model, provider)) = models.iter().find(|(_, provider)| !is_valid_plugin_name(provider)) {
+        return Err(ConfigError::Invalid {
+            name: format!("[models] {model}"),
+            value: provider.clone(),
+            reason: "not a plugin name".into(),
+        });
+    }
+    Ok(models)
 }
 
 /// Whether `name` can name a plugin: lowercase ASCII letters, digits and
@@ -356,6 +379,14 @@ mod tests {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
+    /// The config read with `toml` as its file and no other variable.
+    fn from_file(toml: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("scribe.toml");
+        std::fs::write(&path, toml).unwrap();
+        Config::from_vars(vars(&[("SCRIBE_CONFIG", path.to_str().unwrap())]))
+    }
+
     #[test]
     fn defaults_match_the_design() {
         let c = Config::from_vars(vars(&[])).unwrap();
@@ -404,6 +435,14 @@ mod tests {
     }
 
     #[test]
+    fn the_models_table_maps_model_names_to_providers() {
+        let c = from_file("[models]\nwhisper-1 = \"replicate\"\nfast = \"openai-whisper\"\n").unwrap();
+        assert_eq!(c.models["whisper-1"], "replicate");
+        let err = from_file("[models]\nx = \"Not A Plugin\"\n").unwrap_err();
+        assert!(err.to_string().contains("[models] x"), "{err}");
+    }
+
+    #[test]
     fn a_database_url_other_than_sqlite_stops_start_up() {
         let err = Config::from_vars(vars(&[("DATABASE_URL", "postgres://postgres@127.0.0.1/test")])).unwrap_err();
         assert!(err.to_string().starts_with("DATABASE_URL:") && err.to_string().contains("sqlite://"), "{err}");
@@ -422,10 +461,7 @@ mod tests {
 
     #[test]
     fn a_zero_plugin_limit_is_refused_naming_the_key() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("scribe.toml");
-        std::fs::write(&path, "[plugins.x]\ndeadline_ms = 0\n").unwrap();
-        let err = Config::from_vars(vars(&[("SCRIBE_CONFIG", path.to_str().unwrap())])).unwrap_err();
+        let err = from_file("[plugins.x]\ndeadline_ms = 0\n").unwrap_err();
         assert!(err.to_string().starts_with("[plugins.x] deadline_ms"), "{err}");
     }
 

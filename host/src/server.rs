@@ -25,6 +25,10 @@ use crate::store::{self, Store, StoreError};
 /// rest keep their lease and run again after it expires.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Finished-attempt events buffered per listener; a listener that falls
+/// further behind rereads its job from the store.
+const JOB_EVENTS_CAPACITY: usize = 4096;
+
 /// The server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -105,6 +109,7 @@ pub async fn start_on(config: Config, listener: TcpListener) -> Result<Running, 
     let audio: Arc<dyn AudioStore> = Arc::new(LocalAudioStore::new(config.data_dir.join("audio")));
     let wake = Arc::new(Notify::new());
     let cache = Arc::new(TranscriptCache::new(&config, store.clone(), metrics.clone()));
+    let (job_events, _) = tokio::sync::broadcast::channel(JOB_EVENTS_CAPACITY);
     let state = Arc::new(AppState {
         cache: cache.clone(),
         plugins: plugins.clone(),
@@ -113,6 +118,7 @@ pub async fn start_on(config: Config, listener: TcpListener) -> Result<Running, 
         audio: audio.clone(),
         fetcher: UrlFetcher::new(config.audio_url_allow_private, config.audio_url_timeout_ms),
         wake: wake.clone(),
+        job_events: job_events.clone(),
         config: Arc::new(config),
     });
     let retention = retention::spawn(
@@ -131,6 +137,7 @@ pub async fn start_on(config: Config, listener: TcpListener) -> Result<Running, 
             gate: Arc::new(LocalGate::default()),
             cache,
             wake: wake.clone(),
+            job_events,
             owner: format!("scribe-{}-{}", std::process::id(), uuid::Uuid::now_v7()),
         });
         tokio::spawn(scheduler.run(stop_dispatch.clone(), DRAIN_TIMEOUT))

@@ -25,12 +25,18 @@ pub struct Env {
     /// A client for the requests.
     pub client: reqwest::Client,
     vars: Vec<(String, String)>,
+    config_toml: String,
     dir: tempfile::TempDir,
 }
 
 /// Starts an [`Env`] (see there) with `env` on top of its defaults; an
 /// empty value unsets a default.
 pub async fn serve(env: &[(&str, &str)]) -> Env {
+    serve_with("", env).await
+}
+
+/// [`serve`] with `config_toml` as the config file.
+pub async fn serve_with(config_toml: &str, env: &[(&str, &str)]) -> Env {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut vars: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     for (name, default) in [("OPENAI_API_KEY", "sk-test"), ("SCRIBE_DISPATCH", "false")] {
@@ -39,16 +45,16 @@ pub async fn serve(env: &[(&str, &str)]) -> Env {
         }
     }
     vars.retain(|(_, v)| !v.is_empty());
-    let server = start(dir.path(), &vars).await;
+    let server = start(dir.path(), config_toml, &vars).await;
     let (_, ann) = users::add(&*server.store, "ann", now_ms()).await.expect("ann");
     let (_, bob) = users::add(&*server.store, "bob", now_ms()).await.expect("bob");
     let base = format!("http://{}", server.addr);
-    Env { server, base, ann, bob, client: reqwest::Client::new(), vars, dir }
+    Env { server, base, ann, bob, client: reqwest::Client::new(), vars, config_toml: config_toml.to_string(), dir }
 }
 
-async fn start(dir: &std::path::Path, vars: &[(String, String)]) -> Running {
+async fn start(dir: &std::path::Path, config_toml: &str, vars: &[(String, String)]) -> Running {
     let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let config = test_config(dir, "", &vars);
+    let config = test_config(dir, config_toml, &vars);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     server::start_on(config, listener).await.expect("server starts")
 }
@@ -57,11 +63,11 @@ impl Env {
     /// Shuts the server down and starts it again on the same data
     /// directory and settings (a new address; users and jobs kept).
     pub async fn restart(self) -> Env {
-        let Env { server, ann, bob, client, vars, dir, .. } = self;
+        let Env { server, ann, bob, client, vars, config_toml, dir, .. } = self;
         server.shutdown().await.expect("shutdown");
-        let server = start(dir.path(), &vars).await;
+        let server = start(dir.path(), &config_toml, &vars).await;
         let base = format!("http://{}", server.addr);
-        Env { server, base, ann, bob, client, vars, dir }
+        Env { server, base, ann, bob, client, vars, config_toml, dir }
     }
 }
 

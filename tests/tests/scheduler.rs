@@ -57,6 +57,7 @@ async fn engine_with(config_toml: &str, env: &[(&str, &str)]) -> Engine {
         gate: Arc::new(LocalGate::default()),
         cache,
         wake: wake.clone(),
+        job_events: tokio::sync::broadcast::channel(16).0,
         owner: "test-instance".into(),
     });
     tokio::spawn(scheduler.run(stop.clone(), Duration::from_secs(5)));

@@ -1,89 +1,24 @@
-//! `POST /v1/jobs`: a submit, validated, its audio stored, its job row
-//! inserted, the scheduler woken.
-//!
-//! Nothing is acknowledged before it is durable: the audio is streamed into
-//! the audio store (hashed, size-limited, recognised by content) and the job
-//! row committed before the 202 goes out. Every refusal is problem JSON
-//! naming the field or setting at fault; an oversize upload is read on and
-//! discarded (bounded) so the client reads the 413 instead of a reset.
+//! `POST /v1/jobs`: a submit (multipart with a `file`, or JSON with an
+//! `audio_url`), taken in through [`super::intake`]: 202 with the new job.
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
-use bytes::Bytes;
-use futures_util::stream::BoxStream;
-use futures_util::StreamExt;
-use serde::Deserialize;
 
 use super::auth::require_user;
 use super::body::read_limited;
-use super::jobs::{store_problem, JobView};
+use super::intake::{bad, check_fields, enqueue, fetch_audio, read_form, Fields};
+use super::jobs::JobView;
 use super::problem::Problem;
 use super::AppState;
-use crate::audio::{AudioError, FetchError, StoredAudio};
-use crate::clock::now_ms;
-use crate::plugins::types::{Priority, ProviderInfo};
-use crate::plugins::World;
-use crate::store::{Inserted, JobSpec, NewJob};
+use crate::store::Inserted;
 
 /// The largest JSON submit body (it carries no audio).
 const MAX_JSON_BYTES: u64 = 64 * 1024;
-/// The largest text field of a multipart submit (a prompt, a language...).
-const MAX_FIELD_BYTES: usize = 64 * 1024;
 /// The longest `Idempotency-Key`.
 const MAX_IDEMPOTENCY_KEY_BYTES: usize = 255;
-/// After an oversize upload, what is discarded at most beyond what the
-/// audio store already read (2x the limit), so a client still sending
-/// reads the 413 instead of a reset; past this the connection is closed.
-const MAX_DRAIN_BYTES: u64 = 64 * 1024 * 1024;
-/// Providers that need a secret before they can run: (plugin, config key,
-/// the variable that sets it).
-const PROVIDER_SECRETS: &[(&str, &str, &str)] =
-    &[("openai-whisper", "api_key", "OPENAI_API_KEY"), ("replicate", "api_token", "REPLICATE_API_TOKEN")];
-
-/// The fields of a submit, as sent (multipart text or JSON).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Fields {
-    audio_url: Option<String>,
-    provider: Option<String>,
-    language: Option<String>,
-    prompt: Option<String>,
-    #[serde(default, deserialize_with = "number_or_string")]
-    temperature: Option<String>,
-    priority: Option<String>,
-    response_format: Option<String>,
-    model: Option<String>,
-}
-
-/// Accepts `0.2` or `"0.2"` (validated later, with the multipart form).
-fn number_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    let value = Option::<serde_json::Value>::deserialize(d)?;
-    Ok(match value {
-        None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::String(s)) => Some(s),
-        Some(serde_json::Value::Number(n)) => Some(n.to_string()),
-        Some(other) => return Err(serde::de::Error::custom(format!("expected a number, got {other}"))),
-    })
-}
-
-/// The fields, checked.
-struct Options {
-    provider: String,
-    info: ProviderInfo,
-    priority: Priority,
-    response_format: String,
-    language: Option<String>,
-    prompt: Option<String>,
-    temperature: Option<f32>,
-    model: Option<String>,
-}
-
-fn bad(detail: impl Into<String>) -> Problem {
-    Problem::new(StatusCode::BAD_REQUEST, detail)
-}
 
 /// `POST /v1/jobs`: multipart (`file` + fields) or JSON (`audio_url` +
 /// fields). 202 with a new job, 200 with the job an earlier submit with the
@@ -98,7 +33,10 @@ pub(super) async fn submit(
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let media_type = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     let (fields, audio) = match media_type.as_str() {
-        "multipart/form-data" => read_multipart(&state, request).await?,
+        "multipart/form-data" => {
+            let (pairs, audio) = read_form(&state, request).await?;
+            (fields_from_form(pairs, audio.is_some())?, audio)
+        }
         "application/json" => {
             let bytes = read_limited(request.into_body(), MAX_JSON_BYTES, "the JSON body limit").await?;
             let fields: Fields =
@@ -121,59 +59,8 @@ pub(super) async fn submit(
         (None, Some(url)) => fetch_audio(&state, url).await?,
         (None, None) => return Err(bad("file: a `file` part with the audio is required")),
     };
-    let extension = audio.format.extension();
-    if !options.info.accepted_formats.iter().any(|f| f == extension) {
-        return Err(Problem::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!(
-                "provider {} does not take {extension} audio; it takes: {}",
-                options.provider,
-                options.info.accepted_formats.join(", ")
-            ),
-        ));
-    }
-    if audio.bytes > options.info.max_audio_bytes {
-        return Err(Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("provider {} takes audio up to {} bytes", options.provider, options.info.max_audio_bytes),
-        ));
-    }
-    let queued = state.store.queue_length().await.map_err(store_problem)?;
-    if queued >= state.config.max_queue_length {
-        return Err(Problem::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!("the queue is full ({queued} jobs, SCRIBE_MAX_QUEUE_LENGTH); try again shortly"),
-        )
-        .with_header(header::RETRY_AFTER, "5"));
-    }
-    let spec = JobSpec {
-        provider: options.provider,
-        priority: options.priority,
-        audio_sha256: audio.sha256,
-        audio_format: extension.to_string(),
-        audio_bytes: audio.bytes,
-        language: options.language,
-        prompt: options.prompt,
-        temperature: options.temperature,
-        model: options.model,
-        response_format: options.response_format,
-    };
-    let cache_key = crate::cache::key(&spec);
-    let cached = state.cache.lookup(&cache_key).await.map_err(store_problem)?;
-    let job = NewJob {
-        id: uuid::Uuid::now_v7().to_string(),
-        user_id: user.id,
-        spec,
-        idempotency_key,
-        now_ms: now_ms(),
-        cache_key,
-        cached_transcript: cached.map(|t| t.as_ref().clone()),
-    };
-    match state.store.insert_job(job).await.map_err(store_problem)? {
-        Inserted::Created(job) => {
-            state.wake.notify_one();
-            Ok((StatusCode::ACCEPTED, Json(JobView::from(&job))))
-        }
+    match enqueue(&state, user.id, options, audio, idempotency_key).await? {
+        Inserted::Created(job) => Ok((StatusCode::ACCEPTED, Json(JobView::from(&job)))),
         Inserted::Existing(job) => Ok((StatusCode::OK, Json(JobView::from(&job)))),
     }
 }
@@ -187,27 +74,11 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
     Ok(Some(key.to_string()))
 }
 
-/// Reads a multipart submit: text fields (bounded) and one `file` part,
-/// streamed into the audio store.
-async fn read_multipart(state: &AppState, request: Request) -> Result<(Fields, Option<StoredAudio>), Problem> {
-    let mut multipart = Multipart::from_request(request, &()).await.map_err(|e| bad(e.body_text()))?;
+/// The `POST /v1/jobs` fields of a multipart form; an unknown field, or a
+/// file and an `audio_url` together, are refused.
+fn fields_from_form(pairs: Vec<(String, String)>, has_file: bool) -> Result<Fields, Problem> {
     let mut fields = Fields::default();
-    let mut audio = None;
-    let part_problem = |e: axum::extract::multipart::MultipartError| Problem::new(e.status(), e.body_text());
-    while let Some(mut field) = multipart.next_field().await.map_err(part_problem)? {
-        let name = field.name().unwrap_or("").to_string();
-        if name == "file" {
-            if audio.is_some() {
-                return Err(bad("file: send one file part only"));
-            }
-            let stream = (&mut field).map(|chunk| chunk.map_err(std::io::Error::other)).boxed();
-            let stored = store_audio(state, stream, Origin::Upload).await;
-            if matches!(stored, Err(ref p) if p.status == StatusCode::PAYLOAD_TOO_LARGE.as_u16()) {
-                drain(&mut field).await;
-            }
-            audio = Some(stored?);
-            continue;
-        }
+    for (name, text) in pairs {
         let slot = match name.as_str() {
             "provider" => &mut fields.provider,
             "language" => &mut fields.language,
@@ -223,175 +94,14 @@ async fn read_multipart(state: &AppState, request: Request) -> Result<(Fields, O
                 )))
             }
         };
-        let mut text = Vec::new();
-        while let Some(chunk) = field.chunk().await.map_err(part_problem)? {
-            text.extend_from_slice(&chunk);
-            if text.len() > MAX_FIELD_BYTES {
-                return Err(bad(format!("{name}: over {MAX_FIELD_BYTES} bytes")));
-            }
-        }
-        let text = String::from_utf8(text).map_err(|_| bad(format!("{name}: not UTF-8 text")))?;
         *slot = Some(text);
     }
-    if fields.audio_url.is_some() && audio.is_some() {
+    if fields.audio_url.is_some() && has_file {
         return Err(bad("send either a file part or audio_url, not both"));
     }
-    if audio.is_none() && fields.audio_url.is_none() {
+    if !has_file && fields.audio_url.is_none() {
         return Err(bad("file: a `file` part with the audio is required"));
     }
-    Ok((fields, audio))
+    Ok(fields)
 }
 
-/// Where a submit's audio comes from.
-#[derive(Clone, Copy)]
-enum Origin {
-    /// The `file` part of a multipart submit.
-    Upload,
-    /// A download of the submit's `audio_url`.
-    Download,
-}
-
-/// Streams audio into the audio store under `SCRIBE_MAX_UPLOAD_BYTES`,
-/// turning the store's refusals into problems naming the field.
-async fn store_audio(
-    state: &AppState,
-    stream: BoxStream<'_, Result<Bytes, std::io::Error>>,
-    origin: Origin,
-) -> Result<StoredAudio, Problem> {
-    let field = match origin {
-        Origin::Upload => "file",
-        Origin::Download => "audio_url",
-    };
-    match state.audio.put(stream, state.config.max_upload_bytes).await {
-        Ok(stored) => Ok(stored),
-        Err(AudioError::TooLarge { limit }) => Err(Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("{field}: the audio is over the {limit}-byte limit (SCRIBE_MAX_UPLOAD_BYTES)"),
-        )),
-        Err(AudioError::Empty) => Err(bad(format!("{field}: the audio file is empty (0 bytes)"))),
-        Err(e @ AudioError::NotAudio { .. }) => {
-            Err(Problem::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("{field}: {e}")))
-        }
-        Err(AudioError::Read(e)) => Err(match origin {
-            Origin::Upload => bad(format!("file: reading the upload failed: {e}")),
-            // The remote server's failure, not the client's request.
-            Origin::Download => Problem::new(StatusCode::UNPROCESSABLE_ENTITY, format!("audio_url: {e}")),
-        }),
-        Err(error) => {
-            tracing::error!(%error, "storing audio failed");
-            Err(Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "storing the audio failed; try again"))
-        }
-    }
-}
-
-/// Downloads `url` into the audio store. A refused address or a malformed
-/// URL is the request's fault (400); a download that fails is 422, since
-/// the request was well-formed but its audio could not be had.
-async fn fetch_audio(state: &AppState, url: &str) -> Result<StoredAudio, Problem> {
-    let limit = state.config.max_upload_bytes;
-    let stream = state.fetcher.open(url, limit).await.map_err(|e| match e {
-        FetchError::InvalidUrl(_) | FetchError::Forbidden(_) => bad(format!("audio_url: {e}")),
-        FetchError::TooLarge { .. } => Problem::new(StatusCode::PAYLOAD_TOO_LARGE, format!("audio_url: {e}")),
-        other => Problem::new(StatusCode::UNPROCESSABLE_ENTITY, format!("audio_url: {other}")),
-    })?;
-    store_audio(state, stream, Origin::Download).await
-}
-
-/// Reads and discards the rest of an oversize part, up to
-/// [`MAX_DRAIN_BYTES`] (the audio store stopped at twice the limit).
-async fn drain(field: &mut axum::extract::multipart::Field<'_>) {
-    let mut drained: u64 = 0;
-    while let Ok(Some(chunk)) = field.chunk().await {
-        drained += chunk.len() as u64;
-        if drained > MAX_DRAIN_BYTES {
-            break;
-        }
-    }
-}
-
-/// Checks the fields and resolves the provider.
-fn check_fields(state: &AppState, fields: &Fields) -> Result<Options, Problem> {
-    let priority = match fields.priority.as_deref().map(str::trim) {
-        None | Some("") | Some("normal") => Priority::Normal,
-        Some("low") => Priority::Low,
-        Some("high") => Priority::High,
-        Some(other) => return Err(bad(format!("priority: {other:?} is not one of low, normal, high"))),
-    };
-    let response_format = match fields.response_format.as_deref().map(str::trim) {
-        None | Some("") => "json".to_string(),
-        Some(f) if crate::formats::Format::parse(f).is_some() => f.to_string(),
-        Some(other) => {
-            return Err(bad(format!("response_format: {other:?} is not one of {}", crate::formats::NAMES.join(", "))))
-        }
-    };
-    let temperature = match fields.temperature.as_deref().map(str::trim) {
-        None | Some("") => None,
-        Some(t) => match t.parse::<f32>() {
-            Ok(v) if (0.0..=1.0).contains(&v) => Some(v),
-            _ => return Err(bad(format!("temperature: {t:?} is not a number from 0 to 1"))),
-        },
-    };
-    let text = |v: &Option<String>| v.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_string);
-    let provider = text(&fields.provider).unwrap_or_else(|| default_provider(state).to_string());
-    let info = check_provider(state, &provider)?;
-    Ok(Options {
-        provider,
-        info,
-        priority,
-        response_format,
-        language: text(&fields.language),
-        prompt: fields.prompt.clone().filter(|p| !p.is_empty()),
-        temperature,
-        model: text(&fields.model),
-    })
-}
-
-/// Whether `plugin`'s config has a non-empty `key` (a mapped secret).
-fn has_setting(state: &AppState, plugin: &str, key: &str) -> bool {
-    state.config.plugins.get(plugin).and_then(|s| s.config.get(key)).is_some_and(|v| !v.is_empty())
-}
-
-/// design.md: `openai-whisper` if `OPENAI_API_KEY` is set, else `replicate`
-/// if `REPLICATE_API_TOKEN` is set, else `local-whisper`.
-fn default_provider(state: &AppState) -> &'static str {
-    if has_setting(state, "openai-whisper", "api_key") {
-        "openai-whisper"
-    } else if has_setting(state, "replicate", "api_token") {
-        "replicate"
-    } else {
-        "local-whisper"
-    }
-}
-
-/// The provider must be loaded, of the provider world, and configured.
-fn check_provider(state: &AppState, name: &str) -> Result<ProviderInfo, Problem> {
-    let loaded = state.plugins.get(name).filter(|l| l.world == World::Provider);
-    let Some(info) = loaded.and_then(|l| l.provider_info.clone()) else {
-        let mut names: Vec<String> =
-            state.plugins.list().into_iter().filter(|p| p.world == World::Provider).map(|p| p.name).collect();
-        names.sort();
-        let loaded = if names.is_empty() { "none".to_string() } else { names.join(", ") };
-        return Err(bad(format!("provider: no provider {name:?} is loaded; loaded providers: {loaded}")));
-    };
-    for (plugin, key, variable) in PROVIDER_SECRETS {
-        if *plugin == name && !has_setting(state, plugin, key) {
-            return Err(bad(format!("provider {name} is not configured: set {variable}")));
-        }
-    }
-    Ok(info)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn json_fields_take_numbers_or_strings_and_refuse_unknown_fields() {
-        let f: Fields = serde_json::from_str(r#"{"audio_url":"http://x","temperature":0.5}"#).unwrap();
-        assert_eq!(f.temperature.as_deref(), Some("0.5"));
-        let f: Fields = serde_json::from_str(r#"{"temperature":"0.2"}"#).unwrap();
-        assert_eq!(f.temperature.as_deref(), Some("0.2"));
-        assert!(serde_json::from_str::<Fields>(r#"{"temprature":1}"#).is_err());
-        assert!(serde_json::from_str::<Fields>(r#"{"temperature":[1]}"#).is_err());
-    }
-}

@@ -5,7 +5,9 @@
 pub mod admin;
 pub mod auth;
 pub mod body;
+mod intake;
 pub mod jobs;
+mod openai_compat;
 mod jobs_submit;
 mod jobs_transcript;
 pub mod problem;
@@ -15,7 +17,7 @@ use std::sync::Arc;
 use axum::routing::get;
 use axum::{Json, Router};
 
-use tokio::sync::Notify;
+use tokio::sync::{broadcast, Notify};
 
 use crate::audio::{AudioStore, UrlFetcher};
 use crate::cache::TranscriptCache;
@@ -42,6 +44,9 @@ pub struct AppState {
     pub fetcher: UrlFetcher,
     /// The scheduler's wake-up: notified after each accepted submit.
     pub wake: Arc<Notify>,
+    /// Ids of jobs whose attempt just ended (succeeded, failed or put back
+    /// for a retry), for requests that wait for their job.
+    pub job_events: broadcast::Sender<String>,
 }
 
 /// The whole router.
@@ -50,6 +55,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .merge(admin::routes())
         .merge(jobs::routes())
+        .merge(openai_compat::routes())
         .fallback(|| async { problem::Problem::new(axum::http::StatusCode::NOT_FOUND, "no such route") })
         .method_not_allowed_fallback(|| async {
             problem::Problem::new(axum::http::StatusCode::METHOD_NOT_ALLOWED, "this route does not take that method")

@@ -33,6 +33,11 @@ impl Problem {
         }
     }
 
+    /// The extra response headers.
+    pub fn headers(&self) -> &[(header::HeaderName, HeaderValue)] {
+        &self.headers
+    }
+
     /// Adds a response header (e.g. `WWW-Authenticate`, `Retry-After`).
     pub fn with_header(mut self, name: header::HeaderName, value: &'static str) -> Self {
         self.headers.push((name, HeaderValue::from_static(value)));

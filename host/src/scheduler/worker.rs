@@ -45,6 +45,8 @@ impl Scheduler {
             Ok(false) => tracing::warn!(job = %job.id, "the job's lease was lost; its outcome was not recorded"),
             Err(e) => tracing::error!(job = %job.id, "recording the outcome failed: {e}"),
         }
+        // No one listening is fine.
+        let _ = self.parts.job_events.send(job.id.clone());
         self.parts.wake.notify_one();
     }
 

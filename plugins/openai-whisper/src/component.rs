@@ -20,7 +20,8 @@ wit_bindgen::generate!({
 });
 
 use crate::errors::{self, Failure, RetryHeaders};
-use crate::{http, multipart, reply, settings};
+use crate::{multipart, reply, settings};
+use guest_http::{Method, Service};
 use exports::scribe::plugin::transcriber::{Guest, ProviderError, ProviderInfo, TranscribeRequest, Transcript};
 use scribe::plugin::types::Segment;
 use scribe::plugin::host::{self, LogLevel};
@@ -85,12 +86,17 @@ fn transcribe(request: TranscribeRequest) -> Result<Transcript, Failure> {
     ];
     let slices: [&[u8]; 3] = [&body.head, &request.audio, &body.tail];
     let timeout_ms = settings::io_timeout_ms(request.deadline_ms);
-    let answer = wstd::runtime::block_on(http::post(&url, &headers, &slices, timeout_ms))?;
+    let service = Service {
+        name: "OpenAI",
+        grant_hint: "set OPENAI_BASE_URL, or add the host of base_url to [plugins.openai-whisper] allowed_hosts",
+    };
+    let answer = wstd::runtime::block_on(guest_http::send(Method::Post, &url, &headers, &slices, timeout_ms, &service))?;
 
     if !(200..300).contains(&answer.status) {
-        let retry = RetryHeaders { retry_after_ms: answer.retry_after_ms.as_deref(), retry_after: answer.retry_after.as_deref() };
+        let (retry_after_ms, retry_after) = (answer.header("retry-after-ms"), answer.header("retry-after"));
+        let retry = RetryHeaders { retry_after_ms: retry_after_ms.as_deref(), retry_after: retry_after.as_deref() };
         let failure = errors::classify_status(answer.status, &retry, &answer.body, host::now());
-        let request_id = answer.request_id.as_deref().unwrap_or("-");
+        let request_id = answer.header("x-request-id").unwrap_or_else(|| "-".into());
         host::log(LogLevel::Warn, &format!("{url} answered {} (request id {request_id}): {failure:?}", answer.status));
         return Err(failure);
     }

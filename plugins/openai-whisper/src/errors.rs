@@ -18,33 +18,8 @@
 //! owner sees.
 
 use serde::Deserialize;
-use std::time::UNIX_EPOCH;
 
-/// A failed transcription, mirroring the WIT `provider-error` variant (the
-/// component glue converts it), so this module builds without the bindings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Failure {
-    /// Slow down; wait this many ms when the service said so.
-    RateLimited(Option<u64>),
-    /// May go away by itself: worth retrying.
-    Transient(String),
-    /// The audio or an option was refused.
-    InvalidInput(String),
-    /// The credentials were refused.
-    Unauthorized(String),
-    /// Waiting does not fix it.
-    Fatal(String),
-}
-
-/// The response headers that say how long to wait after a 429, as received.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RetryHeaders<'a> {
-    /// `retry-after-ms`: milliseconds, possibly fractional (OpenAI's own
-    /// header, read first, as the SDK does).
-    pub retry_after_ms: Option<&'a str>,
-    /// `retry-after`: seconds, or an HTTP date.
-    pub retry_after: Option<&'a str>,
-}
+pub use guest_http::{Failure, RetryHeaders};
 
 /// `error.code` (or `error.type`) values of a 429 that mean the account's
 /// quota or credit is used up: retrying does not help until someone pays.
@@ -82,7 +57,7 @@ pub fn classify_status(status: u16, headers: &RetryHeaders<'_>, body: &[u8], now
     let message = describe(status, error.as_ref(), body);
     match status {
         429 if error.as_ref().is_some_and(is_quota_error) => Failure::Fatal(message),
-        429 => Failure::RateLimited(retry_after_ms(headers, now_ms)),
+        429 => Failure::RateLimited(guest_http::retry_after_ms(headers, now_ms)),
         408 | 409 | 500..=599 => Failure::Transient(message),
         400 | 404 | 413 | 415 | 422 => Failure::InvalidInput(message),
         401 | 403 => Failure::Unauthorized(message),
@@ -95,34 +70,6 @@ pub fn is_quota_error(error: &ApiError) -> bool {
     [&error.code, &error.kind].into_iter().flatten().any(|c| QUOTA_CODES.contains(&c.as_str()))
 }
 
-/// How long the service asked us to wait, in ms: `retry-after-ms` (float
-/// ms), else `retry-after` as (possibly fractional) seconds, else as an HTTP
-/// date minus `now_ms` (0 when the date has passed). Values that do not
-/// parse, are negative or not finite are ignored. Fractions round up, so we
-/// never come back early.
-pub fn retry_after_ms(headers: &RetryHeaders<'_>, now_ms: u64) -> Option<u64> {
-    let from_ms = headers.retry_after_ms.and_then(parse_non_negative).map(|ms| ms.ceil() as u64);
-    from_ms.or_else(|| {
-        let value = headers.retry_after?.trim();
-        match parse_non_negative(value) {
-            Some(secs) => Some((secs * 1000.0).ceil() as u64),
-            None => {
-                let at = httpdate::parse_http_date(value).ok()?;
-                let at_ms = at.duration_since(UNIX_EPOCH).ok()?.as_millis();
-                Some(u64::try_from(at_ms).unwrap_or(u64::MAX).saturating_sub(now_ms))
-            }
-        }
-    })
-}
-
-/// A finite, non-negative number, or `None`.
-fn parse_non_negative(value: &str) -> Option<f64> {
-    value.trim().parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 0.0)
-}
-
-/// Longest excerpt of a body that is not an error envelope kept in a message.
-const MAX_EXCERPT: usize = 200;
-
 /// `OpenAI answered 429 (insufficient_quota): You exceeded your current quota...`:
 /// the status, the code when there is one and OpenAI's message (or the
 /// start of the body when it is not an envelope).
@@ -130,25 +77,15 @@ pub fn describe(status: u16, error: Option<&ApiError>, body: &[u8]) -> String {
     let code = error.and_then(|e| e.code.as_deref()).map(|c| format!(" ({c})")).unwrap_or_default();
     let detail = match error.and_then(|e| e.message.as_deref()).map(str::trim).filter(|m| !m.is_empty()) {
         Some(message) => message.to_string(),
-        None => excerpt(body),
+        None => guest_http::excerpt(body),
     };
     format!("OpenAI answered {status}{code}: {detail}")
-}
-
-/// The start of `body` as text, or `no details` when it is empty.
-fn excerpt(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(&body[..body.len().min(MAX_EXCERPT)]);
-    let text = text.trim();
-    if text.is_empty() {
-        "no details".to_string()
-    } else {
-        text.to_string()
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use guest_http::{retry_after_ms, MAX_EXCERPT};
 
     const NOW_MS: u64 = 1_700_000_000_000; // 2023-11-14T22:13:20Z
 

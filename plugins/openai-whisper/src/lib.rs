@@ -18,8 +18,8 @@
 //! builds and is unit tested on the host target (`cargo test -p
 //! openai-whisper`): [`settings`] (endpoint, model, timeouts), [`multipart`]
 //! (the request body), [`errors`] (status and headers to an error kind) and
-//! [`reply`] (the success body). The bindings and the wasi:http calls exist
-//! only when building for wasm (`component` and `http`).
+//! [`reply`] (the success body). The bindings exist only when building for wasm
+//! (`component`); the HTTP request itself is `guest-http`'s.
 
 pub mod errors;
 pub mod multipart;
@@ -28,5 +28,3 @@ pub mod settings;
 
 #[cfg(target_arch = "wasm32")]
 mod component;
-#[cfg(target_arch = "wasm32")]
-mod http;

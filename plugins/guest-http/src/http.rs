@@ -1,4 +1,4 @@
-//! One HTTP POST over wasi:http, reporting why a request got no answer.
+//! One HTTP request over wasi:http, reporting why it got no answer.
 //!
 //! This follows the plugin template (`examples/plugin-template`): wstd's
 //! runtime and streams over the raw wasi:http calls rather than
@@ -8,34 +8,52 @@
 //! the real reason (`ErrorCode::HttpRequestDenied`). So the body write is
 //! finished (or fails), then the response is always read.
 //!
-//! The body is written from several slices (the multipart head, the audio,
-//! the tail) so the audio is never copied into one buffer.
+//! The body is written from several slices (e.g. a multipart head, the
+//! audio, the tail) so the audio is never copied into one buffer.
 
-use crate::errors::Failure;
+use crate::Failure;
 use wasip2::http::outgoing_handler;
-use wasip2::http::types::{ErrorCode, Fields, IncomingBody, Method, OutgoingBody, OutgoingRequest, RequestOptions, Scheme};
+pub use wasip2::http::types::Method;
+use wasip2::http::types::{ErrorCode, Fields, IncomingBody, OutgoingBody, OutgoingRequest, RequestOptions, Scheme};
 use wstd::http::Uri;
 use wstd::io::{AsyncInputStream, AsyncOutputStream, AsyncRead};
 use wstd::runtime::AsyncPollable;
 
-/// What came back: the status, the headers the error mapping reads, and the
-/// whole body.
+/// Who a request goes to, for the messages of requests that got no answer.
+pub struct Service<'a> {
+    /// The service's name, e.g. `OpenAI`.
+    pub name: &'a str,
+    /// How the operator grants its host, e.g. `set OPENAI_BASE_URL, or ...`.
+    pub grant_hint: &'a str,
+}
+
+/// What came back: the status, the headers and the whole body.
 pub struct Answer {
     /// The HTTP status code.
     pub status: u16,
-    /// `retry-after-ms`, if any.
-    pub retry_after_ms: Option<String>,
-    /// `retry-after`, if any.
-    pub retry_after: Option<String>,
-    /// `x-request-id`, if any: what OpenAI support asks for.
-    pub request_id: Option<String>,
+    /// The response headers, names in lowercase.
+    pub headers: Vec<(String, Vec<u8>)>,
     /// The whole response body.
     pub body: Vec<u8>,
 }
 
-/// POSTs the concatenation of `body` to `url` with `headers`, waiting at
-/// most `timeout_ms` to connect and for the answer to start.
-pub async fn post(url: &str, headers: &[(&str, &[u8])], body: &[&[u8]], timeout_ms: u64) -> Result<Answer, Failure> {
+impl Answer {
+    /// The first value of header `name` (lowercase), as text.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.iter().find(|(n, _)| n == name).and_then(|(_, v)| String::from_utf8(v.clone()).ok())
+    }
+}
+
+/// Sends `method url` with `headers` and the concatenation of `body`,
+/// waiting at most `timeout_ms` to connect and for the answer to start.
+pub async fn send(
+    method: Method,
+    url: &str,
+    headers: &[(&str, &[u8])],
+    body: &[&[u8]],
+    timeout_ms: u64,
+    service: &Service<'_>,
+) -> Result<Answer, Failure> {
     let uri: Uri = url.parse().map_err(|e| Failure::Fatal(format!("invalid base_url: {url:?} is not a URL: {e}")))?;
     let scheme = match uri.scheme_str() {
         Some("http") => Scheme::Http,
@@ -45,11 +63,12 @@ pub async fn post(url: &str, headers: &[(&str, &[u8])], body: &[&[u8]], timeout_
     let authority = uri.authority().ok_or_else(|| Failure::Fatal(format!("invalid base_url: {url:?} has no host")))?;
 
     let list: Vec<(String, Vec<u8>)> = headers.iter().map(|(name, value)| (name.to_string(), value.to_vec())).collect();
-    // The error names no value: one of them holds the API key.
-    let fields = Fields::from_list(&list).map_err(|e| Failure::Fatal(format!("a request header is not valid HTTP ({e:?}); check api_key")))?;
+    // The error names no value: one of them holds the credentials.
+    let fields = Fields::from_list(&list)
+        .map_err(|e| Failure::Fatal(format!("a request header is not valid HTTP ({e:?}); check the credentials setting")))?;
     let request = OutgoingRequest::new(fields);
     // These setters only fail on malformed values, which `Uri` has ruled out.
-    let _ = request.set_method(&Method::Post);
+    let _ = request.set_method(&method);
     let _ = request.set_scheme(Some(&scheme));
     let _ = request.set_authority(Some(authority.as_str()));
     let _ = request.set_path_with_query(uri.path_and_query().map(|p| p.as_str()));
@@ -63,28 +82,22 @@ pub async fn post(url: &str, headers: &[(&str, &[u8])], body: &[&[u8]], timeout_
     let _ = options.set_first_byte_timeout(timeout_ns);
     let _ = options.set_between_bytes_timeout(timeout_ns);
 
-    let response = outgoing_handler::handle(request, Some(options)).map_err(classify_send_error)?;
+    let classify = |code| classify_send_error(code, service);
+    let response = outgoing_handler::handle(request, Some(options)).map_err(classify)?;
     let written = write_body(outgoing, body).await;
 
     AsyncPollable::new(response.subscribe()).wait_for().await;
-    let response = response
-        .get()
-        .expect("the response is ready after the wait")
-        .expect("the response is taken once")
-        .map_err(classify_send_error)?;
+    let response = response.get().expect("the response is ready after the wait").expect("the response is taken once").map_err(classify)?;
     // The server answered although it did not take the whole body (e.g. an
     // early 413): its answer says more than our write error.
     let _ = written;
 
-    let header = |name: &str| {
-        response.headers().get(name).into_iter().next().and_then(|v| String::from_utf8(v).ok())
-    };
-    let (retry_after_ms, retry_after, request_id) = (header("retry-after-ms"), header("retry-after"), header("x-request-id"));
+    let headers = response.headers().entries();
     let status = response.status();
     let incoming = response.consume().expect("the body is taken once");
-    let body = read_body(&incoming).await?;
+    let body = read_body(&incoming, service).await?;
     IncomingBody::finish(incoming);
-    Ok(Answer { status, retry_after_ms, retry_after, request_id, body })
+    Ok(Answer { status, headers, body })
 }
 
 /// Writes the slices to the request body and closes it. An error here is not
@@ -101,14 +114,14 @@ async fn write_body(outgoing: OutgoingBody, slices: &[&[u8]]) -> std::io::Result
 }
 
 /// Reads the whole response body. A failure mid-way is transient.
-async fn read_body(incoming: &IncomingBody) -> Result<Vec<u8>, Failure> {
+async fn read_body(incoming: &IncomingBody, service: &Service<'_>) -> Result<Vec<u8>, Failure> {
     // The stream must be dropped before the body is finished, hence the borrow.
     let mut stream = AsyncInputStream::new(incoming.stream().expect("the body stream is taken once"));
     let mut body = Vec::new();
     stream
         .read_to_end(&mut body)
         .await
-        .map_err(|e| Failure::Transient(format!("reading OpenAI's answer failed: {e}")))?;
+        .map_err(|e| Failure::Transient(format!("reading {}'s answer failed: {e}", service.name)))?;
     Ok(body)
 }
 
@@ -116,17 +129,17 @@ async fn read_body(incoming: &IncomingBody) -> Result<Vec<u8>, Failure> {
 /// operator's business (grant the host), so it is fatal, as is a URL the
 /// host cannot use; anything else about the connection (refused, reset,
 /// timed out, DNS) may pass and is transient.
-fn classify_send_error(code: ErrorCode) -> Failure {
+fn classify_send_error(code: ErrorCode, service: &Service<'_>) -> Failure {
+    let name = service.name;
     match code {
-        ErrorCode::HttpRequestDenied => Failure::Fatal(
-            "request denied by the host: grant OpenAI's host to this plugin (set OPENAI_BASE_URL, \
-             or add the host of base_url to [plugins.openai-whisper] allowed_hosts)"
-                .into(),
-        ),
+        ErrorCode::HttpRequestDenied => Failure::Fatal(format!(
+            "request denied by the host: grant {name}'s host to this plugin ({})",
+            service.grant_hint
+        )),
         ErrorCode::HttpRequestUriInvalid => Failure::Fatal("the host refused base_url as a request URL".into()),
         ErrorCode::ConnectionTimeout | ErrorCode::ConnectionReadTimeout | ErrorCode::HttpResponseTimeout => {
-            Failure::Transient(format!("no answer from OpenAI in time ({code:?})"))
+            Failure::Transient(format!("no answer from {name} in time ({code:?})"))
         }
-        other => Failure::Transient(format!("request to OpenAI failed: {other:?}")),
+        other => Failure::Transient(format!("request to {name} failed: {other:?}")),
     }
 }

@@ -1,11 +1,14 @@
 //! What Scribe's shipped providers share, so each provider crate holds
-//! only what is particular to its service: [`Failure`] (the WIT
+//! only what is particular to its service: [`multipart`] (a form with one
+//! streamed file part), [`Failure`] (the WIT
 //! `provider-error` as plain Rust), [`retry_after_ms`] (how long a 429 asks
 //! to wait) and, on wasm, [`send`]: one HTTP request over wasi:http.
 //!
 //! Everything but `send` is plain Rust, unit tested natively.
 
 use std::time::UNIX_EPOCH;
+
+pub mod multipart;
 
 #[cfg(target_arch = "wasm32")]
 mod http;
@@ -27,6 +30,83 @@ pub enum Failure {
     Unauthorized(String),
     /// Waiting does not fix it.
     Fatal(String),
+}
+
+/// A transcript as plain Rust: what a provider heard, before the component
+/// glue converts it to the WIT `transcript` ([`provider_bindings!`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Heard {
+    /// The whole text.
+    pub text: String,
+    /// The language's ISO-639-1 code (or the service's name for it, when
+    /// Whisper has no code).
+    pub language: Option<String>,
+    /// The audio's length in seconds.
+    pub duration: Option<f64>,
+    /// Timed segments, in order.
+    pub segments: Vec<HeardSegment>,
+}
+
+/// One timed segment of a [`Heard`] transcript.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeardSegment {
+    /// Start, in seconds.
+    pub start: f64,
+    /// End, in seconds.
+    pub end: f64,
+    /// What was said (the service's text, spacing and all).
+    pub text: String,
+}
+
+/// The bindings of the `provider` world (from Scribe's `wit/`, reusing the
+/// `wasip2` crate's wasi:http types), and the conversions of [`Failure`]
+/// and [`Heard`] into the generated `provider-error` and `transcript`.
+/// Invoke once, at the root of a provider's wasm-only module; the crate
+/// must depend on `wit-bindgen` and `wasip2`.
+#[macro_export]
+macro_rules! provider_bindings {
+    () => {
+        wit_bindgen::generate!({
+            world: "provider",
+            path: "../../wit",
+            with: {
+                "wasi:http/types@0.2.12": wasip2::http::types,
+                "wasi:http/outgoing-handler@0.2.12": wasip2::http::outgoing_handler,
+                "wasi:io/error@0.2.12": wasip2::io::error,
+                "wasi:io/poll@0.2.12": wasip2::io::poll,
+                "wasi:io/streams@0.2.12": wasip2::io::streams,
+                "wasi:clocks/monotonic-clock@0.2.12": wasip2::clocks::monotonic_clock,
+            },
+        });
+
+        impl From<$crate::Failure> for exports::scribe::plugin::transcriber::ProviderError {
+            fn from(failure: $crate::Failure) -> Self {
+                use exports::scribe::plugin::transcriber::ProviderError;
+                match failure {
+                    $crate::Failure::RateLimited(ms) => ProviderError::RateLimited(ms),
+                    $crate::Failure::Transient(m) => ProviderError::Transient(m),
+                    $crate::Failure::InvalidInput(m) => ProviderError::InvalidInput(m),
+                    $crate::Failure::Unauthorized(m) => ProviderError::Unauthorized(m),
+                    $crate::Failure::Fatal(m) => ProviderError::Fatal(m),
+                }
+            }
+        }
+
+        impl From<$crate::Heard> for scribe::plugin::types::Transcript {
+            fn from(heard: $crate::Heard) -> Self {
+                scribe::plugin::types::Transcript {
+                    text: heard.text,
+                    language: heard.language,
+                    duration: heard.duration,
+                    segments: heard
+                        .segments
+                        .into_iter()
+                        .map(|s| scribe::plugin::types::Segment { start: s.start, end: s.end, text: s.text })
+                        .collect(),
+                }
+            }
+        }
+    };
 }
 
 /// The response headers that say how long to wait after a 429, as received.

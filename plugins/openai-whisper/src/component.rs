@@ -1,29 +1,16 @@
-//! The component glue: the bindings of the `provider` world, the exported
-//! `transcriber` interface, and the conversion of [`Failure`] into the WIT
-//! `provider-error`. Everything that decides something lives in the pure
+//! The component glue: the bindings of the `provider` world (with the
+//! conversions `guest-http` provides) and the exported `transcriber`
+//! interface. Everything that decides something lives in the pure
 //! modules; this file only reads settings, calls them and does the I/O.
 
-// `path` is relative to this crate's folder: Scribe's own `wit/`.
-wit_bindgen::generate!({
-    world: "provider",
-    path: "../../wit",
-    // Reuse the `wasip2` crate's wasi:http bindings (the ones wstd uses)
-    // instead of generating a second copy.
-    with: {
-        "wasi:http/types@0.2.12": wasip2::http::types,
-        "wasi:http/outgoing-handler@0.2.12": wasip2::http::outgoing_handler,
-        "wasi:io/error@0.2.12": wasip2::io::error,
-        "wasi:io/poll@0.2.12": wasip2::io::poll,
-        "wasi:io/streams@0.2.12": wasip2::io::streams,
-        "wasi:clocks/monotonic-clock@0.2.12": wasip2::clocks::monotonic_clock,
-    },
-});
+// The `provider` world's bindings, from Scribe's own `wit/`.
+guest_http::provider_bindings!();
 
 use crate::errors::{self, Failure, RetryHeaders};
-use crate::{multipart, reply, settings};
+use crate::{reply, settings};
+use guest_http::multipart;
 use guest_http::{Method, Service};
 use exports::scribe::plugin::transcriber::{Guest, ProviderError, ProviderInfo, TranscribeRequest, Transcript};
-use scribe::plugin::types::Segment;
 use scribe::plugin::host::{self, LogLevel};
 
 /// Audio formats OpenAI accepts (provider-apis.md §1.2 and its 400 message).
@@ -100,26 +87,10 @@ fn transcribe(request: TranscribeRequest) -> Result<Transcript, Failure> {
         host::log(LogLevel::Warn, &format!("{url} answered {} (request id {request_id}): {failure:?}", answer.status));
         return Err(failure);
     }
-    let reply = reply::parse(&answer.body)?;
+    let mut heard = reply::parse(&answer.body)?;
     host::log(LogLevel::Debug, &format!("transcribed {} bytes of {} with {model}", request.audio.len(), request.audio_format));
-    Ok(Transcript {
-        text: reply.text,
-        language: reply.language.or(request.language),
-        duration: reply.duration,
-        segments: reply.segments.into_iter().map(|s| Segment { start: s.start, end: s.end, text: s.text }).collect(),
-    })
-}
-
-impl From<Failure> for ProviderError {
-    fn from(failure: Failure) -> Self {
-        match failure {
-            Failure::RateLimited(ms) => ProviderError::RateLimited(ms),
-            Failure::Transient(m) => ProviderError::Transient(m),
-            Failure::InvalidInput(m) => ProviderError::InvalidInput(m),
-            Failure::Unauthorized(m) => ProviderError::Unauthorized(m),
-            Failure::Fatal(m) => ProviderError::Fatal(m),
-        }
-    }
+    heard.language = heard.language.or(request.language);
+    Ok(Transcript::from(heard))
 }
 
 export!(OpenAiWhisper);

@@ -16,13 +16,11 @@
 //!
 //! The crate is split so that everything but the I/O is plain Rust that
 //! builds and is unit tested on the host target (`cargo test -p
-//! openai-whisper`): [`settings`] (endpoint, model, timeouts), [`multipart`]
-//! (the request body), [`errors`] (status and headers to an error kind) and
+//! openai-whisper`): [`settings`] (endpoint, model, timeouts), [`errors`] (status and headers to an error kind) and
 //! [`reply`] (the success body). The bindings exist only when building for wasm
 //! (`component`); the HTTP request itself is `guest-http`'s.
 
 pub mod errors;
-pub mod multipart;
 pub mod reply;
 pub mod settings;
 

@@ -7,32 +7,8 @@
 //! transcript carries its ISO-639-1 code.
 
 use crate::errors::Failure;
+use guest_http::{Heard, HeardSegment};
 use serde::Deserialize;
-
-/// One timed segment, as the plugin hands it to the host.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ReplySegment {
-    /// Start, in seconds.
-    pub start: f64,
-    /// End, in seconds.
-    pub end: f64,
-    /// What was said (OpenAI's text, leading space and all).
-    pub text: String,
-}
-
-/// What a 2xx answer says.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Reply {
-    /// The whole text.
-    pub text: String,
-    /// The detected language as a code (or as OpenAI named it, if the name
-    /// is not one of Whisper's).
-    pub language: Option<String>,
-    /// The audio's length in seconds.
-    pub duration: Option<f64>,
-    /// Timed segments, in order.
-    pub segments: Vec<ReplySegment>,
-}
 
 #[derive(Deserialize)]
 struct Wire {
@@ -53,18 +29,15 @@ struct WireSegment {
 /// The transcript of a 2xx answer. A body without `text` is `fatal`: it
 /// means the URL does not lead to OpenAI's API (a wrong `base_url`), which
 /// retrying will not fix.
-pub fn parse(body: &[u8]) -> Result<Reply, Failure> {
+pub fn parse(body: &[u8]) -> Result<Heard, Failure> {
     let wire: Wire = serde_json::from_slice(body)
         .map_err(|e| Failure::Fatal(format!("unreadable answer from OpenAI (is base_url right?): {e}")))?;
-    let language = wire.language.filter(|l| !l.trim().is_empty()).map(|name| match whisper_languages::code_of(&name) {
-        Some(code) => code.to_string(),
-        None => name,
-    });
-    Ok(Reply {
+    let language = wire.language.filter(|l| !l.trim().is_empty()).map(|name| whisper_languages::code_or_name(&name));
+    Ok(Heard {
         text: wire.text,
         language,
         duration: wire.duration,
-        segments: wire.segments.into_iter().map(|s| ReplySegment { start: s.start, end: s.end, text: s.text }).collect(),
+        segments: wire.segments.into_iter().map(|s| HeardSegment { start: s.start, end: s.end, text: s.text }).collect(),
     })
 }
 
@@ -91,8 +64,8 @@ mod tests {
         assert_eq!(reply.language.as_deref(), Some("en"));
         assert_eq!(reply.duration, Some(8.47));
         assert_eq!(reply.segments, [
-            ReplySegment { start: 0.0, end: 3.32, text: " The beach.".into() },
-            ReplySegment { start: 3.32, end: 8.47, text: " It was.".into() },
+            HeardSegment { start: 0.0, end: 3.32, text: " The beach.".into() },
+            HeardSegment { start: 3.32, end: 8.47, text: " It was.".into() },
         ]);
     }
 

@@ -40,6 +40,12 @@ pub fn code_of(name: &str) -> Option<&'static str> {
     LANGUAGES.iter().find(|(_, n)| n.eq_ignore_ascii_case(name)).map(|(c, _)| *c)
 }
 
+/// The code of a full name, or the name itself (trimmed) when Whisper
+/// has no code for it: what a transcript's `language` holds.
+pub fn code_or_name(name: &str) -> String {
+    code_of(name).map_or_else(|| name.trim().to_string(), str::to_string)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -50,6 +56,8 @@ mod tests {
         assert_eq!(code_of("English"), Some("en"));
         assert_eq!(code_of("haitian creole"), Some("ht"));
         assert_eq!(name_of("xx"), None);
+        assert_eq!(code_or_name("French"), "fr");
+        assert_eq!(code_or_name(" klingon "), "klingon");
         for (code, name) in LANGUAGES {
             assert_eq!(code_of(name), Some(*code));
             assert_eq!(name_of(code), Some(*name));

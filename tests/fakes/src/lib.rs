@@ -1,6 +1,7 @@
 //! Stand-ins for the outside world, for Scribe's tests and benches and for
 //! trying Scribe without provider keys: a fake OpenAI transcription
-//! service ([`openai`]) that follows `provider-apis.md` to the letter, and
+//! service ([`openai`]) and a fake Replicate predictions API ([`replicate`]),
+//! both following `provider-apis.md` to the letter, and
 //! generated sample audio ([`wav`]).
 //!
 //! This crate depends on nothing of Scribe's, so the host can use it for
@@ -8,6 +9,7 @@
 //! and the end-to-end tests can use it without a dependency cycle.
 
 pub mod openai;
+pub mod replicate;
 
 /// A small valid WAV file (16-bit mono, 8 kHz) of `samples` samples whose
 /// values depend on `seed`, so each seed gives distinct audio.

@@ -1,4 +1,4 @@
-//! The `multipart/form-data` body OpenAI's transcription endpoint takes,
+//! A `multipart/form-data` body with text fields and one file part (OpenAI's transcription endpoint, Replicate's files API),
 //! built by hand.
 //!
 //! Built by hand because it is small and because of memory: the audio can be

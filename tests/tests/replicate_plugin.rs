@@ -119,12 +119,16 @@ async fn every_answer_maps_to_its_kind_with_replicates_detail() {
     fake.push_script(vec![
         Scripted::Throttled(Some(2)),
         Scripted::Throttled(None),
+        Scripted::ThrottledUntil(std::time::SystemTime::now() + Duration::from_secs(30)),
         Scripted::Status(503),
         Scripted::Status(422),
         Scripted::Failed("audio could not be decoded".into()),
     ]);
     assert_eq!(transcribe(&host, &audio, None).await.unwrap_err(), ProviderError::RateLimited(Some(2000)));
     assert_eq!(transcribe(&host, &audio, None).await.unwrap_err(), ProviderError::RateLimited(None));
+    // An HTTP date: the wait until then (whole seconds on the wire).
+    let until = transcribe(&host, &audio, None).await.unwrap_err();
+    assert!(matches!(until, ProviderError::RateLimited(Some(ms)) if (27_000..=30_000).contains(&ms)), "{until:?}");
     assert!(matches!(transcribe(&host, &audio, None).await.unwrap_err(), ProviderError::Transient(m) if m.contains("503")));
     assert!(matches!(transcribe(&host, &audio, None).await.unwrap_err(), ProviderError::InvalidInput(m) if m.contains("422")));
     let failed = transcribe(&host, &audio, None).await.unwrap_err();

@@ -40,6 +40,8 @@ pub enum Scripted {
     /// 429 `{"detail": "Request was throttled..."}`, with `Retry-After: N`
     /// (seconds) when given.
     Throttled(Option<u64>),
+    /// 429 as [`Scripted::Throttled`], with `Retry-After` as an HTTP date.
+    ThrottledUntil(std::time::SystemTime),
     /// This status with a `{"detail"}` body (e.g. 500, 503, 422).
     Status(u16),
 }

@@ -19,6 +19,15 @@ fn problem(status: StatusCode, detail: &str) -> Response {
     (status, axum::Json(json!({ "detail": detail }))).into_response()
 }
 
+/// 429 `{"detail": "Request was throttled..."}` with `Retry-After` if given.
+fn throttled(retry_after: Option<String>) -> Response {
+    let mut response = problem(StatusCode::TOO_MANY_REQUESTS, "Request was throttled. Your rate limit resets in ~30s.");
+    if let Some(value) = retry_after {
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_str(&value).expect("ascii"));
+    }
+    response
+}
+
 /// Records the request and checks its token; the refusal if it has none.
 fn admit(shared: &Shared, method: &str, path: &str, headers: &HeaderMap, json: Value) -> Result<(), Response> {
     let text = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
@@ -57,13 +66,8 @@ pub(super) async fn create(State(shared): State<Arc<Shared>>, headers: HeaderMap
     let fails_with = match scripted {
         Scripted::Ok => None,
         Scripted::Failed(error) => Some(error),
-        Scripted::Throttled(retry_after) => {
-            let mut response = problem(StatusCode::TOO_MANY_REQUESTS, "Request was throttled. Your rate limit resets in ~30s.");
-            if let Some(secs) = retry_after {
-                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
-            }
-            return response;
-        }
+        Scripted::Throttled(retry_after) => return throttled(retry_after.map(|secs| secs.to_string())),
+        Scripted::ThrottledUntil(at) => return throttled(Some(httpdate::fmt_http_date(at))),
         Scripted::Status(status) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             return problem(status, &format!("Scripted status {} from the fake Replicate server.", status.as_u16()));

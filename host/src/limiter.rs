@@ -48,13 +48,25 @@ pub trait RateLimiter: Send + Sync {
     fn pause_until(&self, provider: &str, until: Instant);
     /// Until when `provider` is paused, if it is at `now`.
     fn paused_until(&self, provider: &str, now: Instant) -> Option<Instant>;
+    /// Lets no call of `provider` through until [`RateLimiter::release`]
+    /// (an operator's pause; its jobs wait in the queue).
+    fn hold(&self, provider: &str);
+    /// Ends an operator's pause of `provider` and any retry-after pause.
+    fn release(&self, provider: &str);
+    /// Whether an operator paused `provider`.
+    fn is_held(&self, provider: &str) -> bool;
 }
+
+/// How far ahead a held provider's next token is reported: the scheduler
+/// sleeps until then unless woken (a release wakes it).
+const HELD_RECHECK: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, Default)]
 struct Cell {
     /// The theoretical arrival time of the next call.
     tat: Option<Instant>,
     paused_until: Option<Instant>,
+    held: bool,
 }
 
 /// The in-process limiter: exact for one instance.
@@ -67,6 +79,9 @@ impl Cell {
     /// The slot a call at `now` would take (`Ok`: the new theoretical
     /// arrival time to store), or when the next one frees up.
     fn next_slot(&self, rate: Option<Rate>, now: Instant) -> Result<Option<Instant>, Instant> {
+        if self.held {
+            return Err(now + HELD_RECHECK);
+        }
         if let Some(until) = self.paused_until.filter(|&until| until > now) {
             return Err(until);
         }
@@ -114,6 +129,24 @@ impl RateLimiter for LocalRateLimiter {
     fn paused_until(&self, provider: &str, now: Instant) -> Option<Instant> {
         let cells = self.cells.lock().unwrap_or_else(|p| p.into_inner());
         cells.get(provider).and_then(|c| c.paused_until).filter(|&until| until > now)
+    }
+
+    fn hold(&self, provider: &str) {
+        let mut cells = self.cells.lock().unwrap_or_else(|p| p.into_inner());
+        cells.entry(provider.to_string()).or_default().held = true;
+    }
+
+    fn release(&self, provider: &str) {
+        let mut cells = self.cells.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(cell) = cells.get_mut(provider) {
+            cell.held = false;
+            cell.paused_until = None;
+        }
+    }
+
+    fn is_held(&self, provider: &str) -> bool {
+        let cells = self.cells.lock().unwrap_or_else(|p| p.into_inner());
+        cells.get(provider).is_some_and(|c| c.held)
     }
 }
 
@@ -168,6 +201,19 @@ mod tests {
         assert_eq!(limiter.ready("p", rate(30, 1), t0), Err(t0 + Duration::from_secs(2)));
         limiter.pause_until("q", t0 + Duration::from_secs(3));
         assert_eq!(limiter.ready("q", None, t0), Err(t0 + Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn a_held_provider_takes_no_call_until_released() {
+        let limiter = LocalRateLimiter::default();
+        let t0 = Instant::now();
+        limiter.hold("p");
+        limiter.pause_until("p", t0 + Duration::from_secs(5));
+        assert!(limiter.is_held("p"));
+        assert!(limiter.try_take("p", None, t0 + Duration::from_secs(10)).is_err(), "held outlasts the pause");
+        limiter.release("p");
+        assert!(!limiter.is_held("p"));
+        assert_eq!(limiter.try_take("p", None, t0), Ok(()), "release also ends a retry-after pause");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::plugins::{DirWatcher, Plugins, StartError};
 use crate::gate::LocalGate;
-use crate::limiter::LocalRateLimiter;
+use crate::limiter::{LocalRateLimiter, RateLimiter};
 use crate::scheduler::{Parts, Scheduler};
 use crate::retention;
 use crate::store::{self, Store, StoreError};
@@ -110,6 +110,7 @@ pub async fn start_on(config: Config, listener: TcpListener) -> Result<Running, 
     let wake = Arc::new(Notify::new());
     let cache = Arc::new(TranscriptCache::new(&config, store.clone(), metrics.clone()));
     let (job_events, _) = tokio::sync::broadcast::channel(JOB_EVENTS_CAPACITY);
+    let limiter: Arc<dyn RateLimiter> = Arc::new(LocalRateLimiter::default());
     let state = Arc::new(AppState {
         cache: cache.clone(),
         plugins: plugins.clone(),
@@ -119,6 +120,7 @@ pub async fn start_on(config: Config, listener: TcpListener) -> Result<Running, 
         fetcher: UrlFetcher::new(config.audio_url_allow_private, config.audio_url_timeout_ms),
         wake: wake.clone(),
         job_events: job_events.clone(),
+        limiter: limiter.clone(),
         config: Arc::new(config),
     });
     let retention = retention::spawn(
@@ -133,7 +135,7 @@ pub async fn start_on(config: Config, listener: TcpListener) -> Result<Running, 
             store: store.clone(),
             audio: audio.clone(),
             plugins: plugins.clone(),
-            limiter: Arc::new(LocalRateLimiter::default()),
+            limiter,
             gate: Arc::new(LocalGate::default()),
             cache,
             wake: wake.clone(),

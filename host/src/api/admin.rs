@@ -1,4 +1,5 @@
-//! Operator routes for plugins: list what serves, upload a new version.
+//! Operator routes: list the serving plugins, upload a new version, pause
+//! and resume a provider.
 
 use std::sync::Arc;
 
@@ -20,6 +21,43 @@ pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/admin/plugins", get(list))
         .route("/admin/plugins/{name}", axum::routing::put(upload))
+        .route("/admin/providers/{name}/pause", axum::routing::post(pause))
+        .route("/admin/providers/{name}/resume", axum::routing::post(resume))
+}
+
+/// A provider's state after a pause or resume.
+#[derive(Serialize)]
+struct ProviderState {
+    provider: String,
+    paused: bool,
+}
+
+/// `POST /admin/providers/{name}/pause`: no new call of the provider
+/// starts (running calls finish); its jobs wait in the queue.
+async fn pause(State(state): State<Arc<AppState>>, Path(name): Path<String>, headers: HeaderMap) -> Result<Json<ProviderState>, Problem> {
+    require_admin(&headers, state.config.admin_api_key.as_deref())?;
+    require_provider(&state, &name)?;
+    state.limiter.hold(&name);
+    tracing::warn!(provider = %name, "provider paused by an operator");
+    Ok(Json(ProviderState { paused: state.limiter.is_held(&name), provider: name }))
+}
+
+/// `POST /admin/providers/{name}/resume`: calls start again (a retry-after
+/// pause is lifted too); the scheduler is woken.
+async fn resume(State(state): State<Arc<AppState>>, Path(name): Path<String>, headers: HeaderMap) -> Result<Json<ProviderState>, Problem> {
+    require_admin(&headers, state.config.admin_api_key.as_deref())?;
+    require_provider(&state, &name)?;
+    state.limiter.release(&name);
+    state.wake.notify_one();
+    tracing::info!(provider = %name, "provider resumed by an operator");
+    Ok(Json(ProviderState { paused: state.limiter.is_held(&name), provider: name }))
+}
+
+fn require_provider(state: &AppState, name: &str) -> Result<(), Problem> {
+    match state.plugins.provider_info(name) {
+        Some(_) => Ok(()),
+        None => Err(Problem::new(StatusCode::NOT_FOUND, format!("no provider {name:?} is loaded"))),
+    }
 }
 
 /// `GET /admin/plugins`: every serving version.

@@ -22,6 +22,7 @@ use tokio::sync::{broadcast, Notify};
 use crate::audio::{AudioStore, UrlFetcher};
 use crate::cache::TranscriptCache;
 use crate::config::Config;
+use crate::limiter::RateLimiter;
 use crate::metrics::Metrics;
 use crate::plugins::Plugins;
 use crate::store::Store;
@@ -44,6 +45,8 @@ pub struct AppState {
     pub fetcher: UrlFetcher,
     /// The scheduler's wake-up: notified after each accepted submit.
     pub wake: Arc<Notify>,
+    /// Provider rate limits and pauses (shared with the scheduler).
+    pub limiter: Arc<dyn RateLimiter>,
     /// Ids of jobs whose attempt just ended (succeeded, failed or put back
     /// for a retry), for requests that wait for their job.
     pub job_events: broadcast::Sender<String>,
@@ -53,6 +56,7 @@ pub struct AppState {
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .merge(admin::routes())
         .merge(jobs::routes())
         .merge(openai_compat::routes())
@@ -61,6 +65,25 @@ pub fn router(state: Arc<AppState>) -> Router {
             problem::Problem::new(axum::http::StatusCode::METHOD_NOT_ALLOWED, "this route does not take that method")
         })
         .with_state(state)
+}
+
+/// `GET /readyz`: the store answers and the plugins a job needs (the
+/// active retry and priority policies, at least one provider) are loaded;
+/// 503 problem JSON saying what is missing otherwise.
+async fn readyz(axum::extract::State(state): axum::extract::State<Arc<AppState>>) -> Result<Json<serde_json::Value>, problem::Problem> {
+    let unready = |detail: String| problem::Problem::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, detail);
+    state.store.queue_length().await.map_err(|e| unready(format!("the store does not answer: {e}")))?;
+    let loaded = state.plugins.list();
+    let has = |name: &str| loaded.iter().any(|p| p.name == name);
+    for policy in [&state.config.retry_policy, &state.config.priority_policy] {
+        if !has(policy) {
+            return Err(unready(format!("policy {policy} is not loaded")));
+        }
+    }
+    if !loaded.iter().any(|p| p.world == crate::plugins::World::Provider) {
+        return Err(unready("no provider is loaded".into()));
+    }
+    Ok(Json(serde_json::json!({ "status": "ready" })))
 }
 
 /// `GET /healthz`: the process is up.

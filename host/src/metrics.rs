@@ -27,6 +27,14 @@ pub struct Metrics {
     pub cache_hits: IntCounter,
     /// `scribe_cache_misses_total`: jobs whose transcript took a provider call.
     pub cache_misses: IntCounter,
+    /// `scribe_jobs_submitted_total{provider}`: jobs accepted.
+    pub jobs_submitted: IntCounterVec,
+    /// `scribe_jobs_finished_total{provider,outcome}`: jobs that reached
+    /// `succeeded`, `failed` or `canceled`, each counted once (when the
+    /// guarded statement that ended it changed it).
+    pub jobs_finished: IntCounterVec,
+    /// `scribe_job_retries_total{provider}`: attempts put back for a retry.
+    pub job_retries: IntCounterVec,
 }
 
 impl Metrics {
@@ -60,7 +68,42 @@ impl Metrics {
         };
         let cache_hits = plain("cache_hits_total", "Jobs that finished without a provider call (cached transcript).");
         let cache_misses = plain("cache_misses_total", "Jobs whose transcript took a provider call.");
-        Self { registry, plugin_calls, plugin_failures, policy_fallbacks, plugin_loads, plugin_loaded, cache_hits, cache_misses }
+        let jobs_submitted = counter("jobs_submitted_total", "Jobs accepted.", &["provider"]);
+        let jobs_finished = counter(
+            "jobs_finished_total",
+            "Jobs that reached a final status (succeeded, failed, canceled), each once.",
+            &["provider", "outcome"],
+        );
+        let job_retries = counter("job_retries_total", "Job attempts put back in the queue for a retry.", &["provider"]);
+        Self {
+            registry,
+            plugin_calls,
+            plugin_failures,
+            policy_fallbacks,
+            plugin_loads,
+            plugin_loaded,
+            cache_hits,
+            cache_misses,
+            jobs_submitted,
+            jobs_finished,
+            job_retries,
+        }
+    }
+
+    /// Counts a job that just reached a final `outcome` (`succeeded`,
+    /// `failed`, `canceled`).
+    pub fn job_finished(&self, provider: &str, outcome: &str) {
+        self.jobs_finished.with_label_values(&[provider, outcome]).inc();
+    }
+
+    /// Every metric in Prometheus' text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let encoder = prometheus::TextEncoder::new();
+        // Encoding into a String only fails on invalid metric families,
+        // which registration has already refused.
+        let _ = encoder.encode_utf8(&self.registry.gather(), &mut out);
+        out
     }
 
     /// The registry, for the `/metrics` route.

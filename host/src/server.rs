@@ -140,6 +140,7 @@ pub async fn start_on(config: Config, listener: TcpListener) -> Result<Running, 
             cache,
             wake: wake.clone(),
             job_events,
+            metrics: metrics.clone(),
             owner: format!("scribe-{}-{}", std::process::id(), uuid::Uuid::now_v7()),
         });
         tokio::spawn(scheduler.run(stop_dispatch.clone(), DRAIN_TIMEOUT))

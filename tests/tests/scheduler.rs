@@ -58,6 +58,7 @@ async fn engine_with(config_toml: &str, env: &[(&str, &str)]) -> Engine {
         cache,
         wake: wake.clone(),
         job_events: tokio::sync::broadcast::channel(16).0,
+        metrics: Metrics::new(),
         owner: "test-instance".into(),
     });
     tokio::spawn(scheduler.run(stop.clone(), Duration::from_secs(5)));

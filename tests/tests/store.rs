@@ -195,8 +195,12 @@ async fn only_the_owner_sees_and_cancels_and_only_a_queued_job_is_canceled() {
     store.claim(&running, "w", 5, 1000).await.unwrap().expect("claimed");
     assert!(store.job(&bob, &queued).await.unwrap().is_none());
     assert!(store.cancel_job(&bob, &queued, 9).await.unwrap().is_none());
-    assert_eq!(store.cancel_job(&ann, &queued, 9).await.unwrap().unwrap().status, JobStatus::Canceled);
-    assert_eq!(store.cancel_job(&ann, &running, 9).await.unwrap().unwrap().status, JobStatus::Running);
+    let (job, changed) = store.cancel_job(&ann, &queued, 9).await.unwrap().unwrap();
+    assert_eq!((job.status, changed), (JobStatus::Canceled, true));
+    let (job, changed) = store.cancel_job(&ann, &queued, 10).await.unwrap().unwrap();
+    assert_eq!((job.status, changed, job.finished_at_ms), (JobStatus::Canceled, false, Some(9)), "a second cancel changes nothing");
+    let (job, changed) = store.cancel_job(&ann, &running, 9).await.unwrap().unwrap();
+    assert_eq!((job.status, changed), (JobStatus::Running, false));
     let listed: Vec<String> = store.list_jobs(&ann, 10, 0).await.unwrap().into_iter().map(|j| j.id).collect();
     assert_eq!(listed, vec![running.clone(), queued.clone()], "newest first");
     assert_eq!(store.list_jobs(&ann, 1, 1).await.unwrap()[0].id, queued);

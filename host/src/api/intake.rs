@@ -171,8 +171,12 @@ pub(super) async fn enqueue(
         cached_transcript: cached.map(|t| t.as_ref().clone()),
     };
     let inserted = state.store.insert_job(job).await.map_err(store_problem)?;
-    if matches!(&inserted, Inserted::Created(job) if job.status == JobStatus::Queued) {
-        state.wake.notify_one();
+    if let Inserted::Created(job) = &inserted {
+        state.metrics.jobs_submitted.with_label_values(&[&job.spec.provider]).inc();
+        match job.status {
+            JobStatus::Queued => state.wake.notify_one(),
+            _ => state.metrics.job_finished(&job.spec.provider, job.status.as_str()),
+        }
     }
     Ok(inserted)
 }

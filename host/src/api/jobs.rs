@@ -181,7 +181,10 @@ async fn cancel(
     headers: HeaderMap,
 ) -> Result<Json<JobView>, Problem> {
     let user = require_user(&*state.store, &headers).await?;
-    let job = state.store.cancel_job(&user.id, &id, now_ms()).await.map_err(store_problem)?.ok_or_else(|| not_found(&id))?;
+    let (job, changed) = state.store.cancel_job(&user.id, &id, now_ms()).await.map_err(store_problem)?.ok_or_else(|| not_found(&id))?;
+    if changed {
+        state.metrics.job_finished(&job.spec.provider, "canceled");
+    }
     match job.status {
         JobStatus::Canceled => Ok(Json(JobView::from(&job))),
         status => Err(Problem::new(

@@ -57,6 +57,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .merge(admin::routes())
         .merge(jobs::routes())
         .merge(openai_compat::routes())
@@ -84,6 +85,11 @@ async fn readyz(axum::extract::State(state): axum::extract::State<Arc<AppState>>
         return Err(unready("no provider is loaded".into()));
     }
     Ok(Json(serde_json::json!({ "status": "ready" })))
+}
+
+/// `GET /metrics`: Prometheus' text format.
+async fn metrics(axum::extract::State(state): axum::extract::State<Arc<AppState>>) -> impl axum::response::IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render())
 }
 
 /// `GET /healthz`: the process is up.

@@ -50,6 +50,8 @@ pub struct Parts {
     pub cache: Arc<TranscriptCache>,
     /// Woken on every event that may allow a dispatch.
     pub wake: Arc<Notify>,
+    /// Jobs finished and retried are counted here.
+    pub metrics: crate::metrics::Metrics,
     /// Told the id of each job whose attempt ended.
     pub job_events: tokio::sync::broadcast::Sender<String>,
     /// This instance's name in leases.

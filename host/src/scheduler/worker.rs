@@ -37,7 +37,13 @@ impl Scheduler {
         }
         drop(slot);
         let recorded = match outcome {
-            Ok(transcript_json) => self.parts.store.succeed(&job.id, &self.parts.owner, &transcript_json, crate::clock::now_ms()).await,
+            Ok(transcript_json) => {
+                let done = self.parts.store.succeed(&job.id, &self.parts.owner, &transcript_json, crate::clock::now_ms()).await;
+                if matches!(done, Ok(true)) {
+                    self.parts.metrics.job_finished(&job.spec.provider, "succeeded");
+                }
+                done
+            }
             Err(error) => self.after_failure(&job, error).await,
         };
         match recorded {
@@ -92,9 +98,22 @@ impl Scheduler {
         let input = RetryInput { attempt: job.attempts, error: error.clone(), elapsed_ms: (now_ms - job.created_at_ms).max(0) as u64 };
         let job_error = job_error(&error);
         let store = &self.parts.store;
+        let provider = job.spec.provider.as_str();
         match self.parts.plugins.decide_retry(&input).await {
-            RetryDecision::RetryIn(ms) => store.retry_later(&job.id, &self.parts.owner, now_ms + ms as i64, &job_error).await,
-            RetryDecision::GiveUp => store.fail(&job.id, &self.parts.owner, &job_error, now_ms).await,
+            RetryDecision::RetryIn(ms) => {
+                let done = store.retry_later(&job.id, &self.parts.owner, now_ms + ms as i64, &job_error).await;
+                if matches!(done, Ok(true)) {
+                    self.parts.metrics.job_retries.with_label_values(&[provider]).inc();
+                }
+                done
+            }
+            RetryDecision::GiveUp => {
+                let done = store.fail(&job.id, &self.parts.owner, &job_error, now_ms).await;
+                if matches!(done, Ok(true)) {
+                    self.parts.metrics.job_finished(provider, "failed");
+                }
+                done
+            }
         }
     }
 

@@ -58,8 +58,9 @@ pub trait Store: Send + Sync {
     /// `user_id`'s jobs, newest first, `limit` after skipping `offset`.
     async fn list_jobs(&self, user_id: &str, limit: u32, offset: u32) -> StoreResult<Vec<Job>>;
     /// Cancels a queued job of `user_id`; returns the job as it is after the
-    /// attempt (unchanged when it was not queued).
-    async fn cancel_job(&self, user_id: &str, job_id: &str, now_ms: i64) -> StoreResult<Option<Job>>;
+    /// attempt (unchanged when it was not queued) and whether this call
+    /// canceled it.
+    async fn cancel_job(&self, user_id: &str, job_id: &str, now_ms: i64) -> StoreResult<Option<(Job, bool)>>;
     /// Jobs queued or running.
     async fn queue_length(&self) -> StoreResult<u64>;
 

@@ -291,13 +291,14 @@ impl Store for SqliteStore {
         rows.iter().map(job_from_row).collect()
     }
 
-    async fn cancel_job(&self, user_id: &str, job_id: &str, now_ms: i64) -> StoreResult<Option<Job>> {
-        self.write(
-            "UPDATE jobs SET status = 'canceled', finished_at = ?1 WHERE id = ?2 AND user_id = ?3 AND status = 'queued'",
-            vec![now_ms.into(), job_id.into(), user_id.into()],
-        )
-        .await?;
-        self.job(user_id, job_id).await
+    async fn cancel_job(&self, user_id: &str, job_id: &str, now_ms: i64) -> StoreResult<Option<(Job, bool)>> {
+        let changed = self
+            .write(
+                "UPDATE jobs SET status = 'canceled', finished_at = ?1 WHERE id = ?2 AND user_id = ?3 AND status = 'queued'",
+                vec![now_ms.into(), job_id.into(), user_id.into()],
+            )
+            .await?;
+        Ok(self.job(user_id, job_id).await?.map(|job| (job, changed == 1)))
     }
 
     async fn queue_length(&self) -> StoreResult<u64> {

@@ -1,0 +1,75 @@
+//! `GET /metrics` after a scripted run: the job counters have exactly the
+//! values the run implies (each job finished once, retries and cache hits
+//! counted), in Prometheus' text format.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use scribe_tests::api::{form, serve, Env};
+use scribe_tests::fake_openai::{FakeOpenAi, Scripted};
+use scribe_tests::wait_until;
+use serde_json::Value;
+
+const ADMIN: &str = "admin-secret-key";
+
+async fn submit(env: &Env, seed: u32) -> String {
+    let job: Value = env.submit(&env.ann, form(Some(&scribe_tests::wav(seed, 300)), &[])).send().await.unwrap().json().await.unwrap();
+    job["id"].as_str().unwrap().to_string()
+}
+
+async fn until_status(env: &Env, id: &str, status: &str) {
+    let path = format!("/v1/jobs/{id}");
+    wait_until(&format!("job {id} to be {status}"), Duration::from_secs(30), || async {
+        env.get(&env.ann, &path).await.json::<Value>().await.unwrap()["status"] == status
+    })
+    .await;
+}
+
+/// The value of the sample `series` (name and labels as Prometheus prints
+/// them) in `text`.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_counters_match_a_scripted_run() {
+    let fake = FakeOpenAi::start("sk-test").await;
+    let base_url = fake.base_url();
+    let env = serve(&[
+        ("SCRIBE_DISPATCH", "true"),
+        ("OPENAI_BASE_URL", &base_url),
+        ("TRANSCRIPTION_RATE_LIMIT_PER_MINUTE", "6000"),
+        ("ADMIN_API_KEY", ADMIN),
+        ("SCRIBE_RETRY_POLICY", "retry-backoff"),
+    ])
+    .await;
+    fake.push_script(vec![Scripted::Status(400), Scripted::Status(500)]);
+    until_status(&env, &submit(&env, 1).await, "failed").await; // refused: no retry
+    until_status(&env, &submit(&env, 2).await, "succeeded").await; // 500, retried, then ok
+    until_status(&env, &submit(&env, 3).await, "succeeded").await;
+    until_status(&env, &submit(&env, 3).await, "succeeded").await; // the same audio: a cache hit
+    let pause = format!("{}/admin/providers/openai-whisper/pause", env.base);
+    assert_eq!(env.client.post(pause).bearer_auth(ADMIN).send().await.unwrap().status(), StatusCode::OK);
+    let queued = submit(&env, 4).await;
+    assert_eq!(env.delete(&env.ann, &queued).await.status(), StatusCode::OK);
+    assert_eq!(env.delete(&env.ann, &queued).await.status(), StatusCode::OK, "a second cancel counts nothing");
+
+    let response = env.client.get(format!("{}/metrics", env.base)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
+    let text = response.text().await.unwrap();
+    let p = "provider=\"openai-whisper\"";
+    assert_eq!(sample(&text, &format!("scribe_jobs_submitted_total{{{p}}}")), 5.0);
+    assert_eq!(sample(&text, &format!("scribe_jobs_finished_total{{outcome=\"succeeded\",{p}}}")), 3.0);
+    assert_eq!(sample(&text, &format!("scribe_jobs_finished_total{{outcome=\"failed\",{p}}}")), 1.0);
+    assert_eq!(sample(&text, &format!("scribe_jobs_finished_total{{outcome=\"canceled\",{p}}}")), 1.0);
+    assert_eq!(sample(&text, &format!("scribe_job_retries_total{{{p}}}")), 1.0);
+    assert_eq!(sample(&text, "scribe_cache_hits_total"), 1.0);
+    assert_eq!(sample(&text, "scribe_cache_misses_total"), 4.0, "one per provider call: 1 + 2 + 1");
+    assert_eq!(fake.calls(), 4);
+}

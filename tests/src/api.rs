@@ -71,6 +71,16 @@ impl Env {
     }
 }
 
+/// An [`Env`] that runs its jobs (`SCRIBE_DISPATCH=true`) on the
+/// `openai-whisper` plugin pointed at `fake`, at 6000 calls a minute, with
+/// `config_toml` and `env` on top.
+pub async fn serve_dispatching(fake: &crate::fake_openai::FakeOpenAi, config_toml: &str, env: &[(&str, &str)]) -> Env {
+    let base_url = fake.base_url();
+    let mut vars = vec![("SCRIBE_DISPATCH", "true"), ("OPENAI_BASE_URL", base_url.as_str()), ("TRANSCRIPTION_RATE_LIMIT_PER_MINUTE", "6000")];
+    vars.extend_from_slice(env);
+    serve_with(config_toml, &vars).await
+}
+
 /// A WAV file of `samples` samples (seed 0).
 pub fn wav(samples: usize) -> Vec<u8> {
     crate::wav(0, samples)

@@ -5,14 +5,13 @@
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use scribe_tests::api::{form, serve, Env};
+use scribe_tests::api::{form, serve_dispatching, Env};
 use scribe_tests::fake_openai::{transcript_text, FakeOpenAi};
 use scribe_tests::wait_until;
 use serde_json::Value;
 
 async fn dispatching(fake: &FakeOpenAi) -> Env {
-    let base_url = fake.base_url();
-    serve(&[("SCRIBE_DISPATCH", "true"), ("OPENAI_BASE_URL", &base_url), ("TRANSCRIPTION_RATE_LIMIT_PER_MINUTE", "6000")]).await
+    serve_dispatching(fake, "", &[]).await
 }
 
 async fn submit(env: &Env, audio: &[u8], fields: &[(&str, &str)]) -> Value {

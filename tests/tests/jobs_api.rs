@@ -4,7 +4,7 @@
 
 use reqwest::StatusCode;
 use scribe_host::clock::now_ms;
-use scribe_tests::api::{form, serve, wav};
+use scribe_tests::api::{form, serve, serve_dispatching, wav};
 use scribe_tests::problem;
 use serde_json::Value;
 
@@ -198,13 +198,7 @@ async fn uploads_past_axums_default_body_limit_are_accepted_up_to_ours() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submitted_jobs_run_through_the_provider_and_succeed() {
     let fake = scribe_tests::fake_openai::FakeOpenAi::start("sk-test").await;
-    let base_url = fake.base_url();
-    let env = serve(&[
-        ("SCRIBE_DISPATCH", "true"),
-        ("OPENAI_BASE_URL", &base_url),
-        ("TRANSCRIPTION_RATE_LIMIT_PER_MINUTE", "6000"),
-    ])
-    .await;
+    let env = serve_dispatching(&fake, "", &[]).await;
     let mut ids = Vec::new();
     for seed in 1..=3 {
         let audio = scribe_tests::wav(seed, 400);

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use scribe_tests::api::{form, serve, Env};
+use scribe_tests::api::{form, serve_dispatching, Env};
 use scribe_tests::fake_openai::{FakeOpenAi, Scripted};
 use scribe_tests::wait_until;
 use serde_json::Value;
@@ -39,15 +39,7 @@ fn sample(text: &str, series: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn job_counters_match_a_scripted_run() {
     let fake = FakeOpenAi::start("sk-test").await;
-    let base_url = fake.base_url();
-    let env = serve(&[
-        ("SCRIBE_DISPATCH", "true"),
-        ("OPENAI_BASE_URL", &base_url),
-        ("TRANSCRIPTION_RATE_LIMIT_PER_MINUTE", "6000"),
-        ("ADMIN_API_KEY", ADMIN),
-        ("SCRIBE_RETRY_POLICY", "retry-backoff"),
-    ])
-    .await;
+    let env = serve_dispatching(&fake, "", &[("ADMIN_API_KEY", ADMIN), ("SCRIBE_RETRY_POLICY", "retry-backoff")]).await;
     fake.push_script(vec![Scripted::Status(400), Scripted::Status(500)]);
     until_status(&env, &submit(&env, 1).await, "failed").await; // refused: no retry
     until_status(&env, &submit(&env, 2).await, "succeeded").await; // 500, retried, then ok

@@ -3,15 +3,12 @@
 //! the queue's limits in front of it (the SDK's view is in openai_sdk.rs).
 
 use reqwest::StatusCode;
-use scribe_tests::api::{form, serve_with, Env, BOUNDARY};
+use scribe_tests::api::{form, serve_dispatching, Env, BOUNDARY};
 use scribe_tests::fake_openai::{transcript_text, FakeOpenAi, Scripted};
 use serde_json::Value;
 
 async fn compat(fake: &FakeOpenAi) -> Env {
-    let base_url = fake.base_url();
-    let toml = "[models]\nfast = \"openai-whisper\"\n";
-    serve_with(toml, &[("SCRIBE_DISPATCH", "true"), ("OPENAI_BASE_URL", &base_url), ("TRANSCRIPTION_RATE_LIMIT_PER_MINUTE", "6000")])
-        .await
+    serve_dispatching(fake, "[models]\nfast = \"openai-whisper\"\n", &[]).await
 }
 
 async fn post(env: &Env, key: &str, body: Vec<u8>) -> reqwest::Response {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use scribe_host::clock::now_ms;
 use scribe_host::users;
-use scribe_tests::api::serve;
+use scribe_tests::api::serve_dispatching;
 use scribe_tests::fake_openai::{transcript_text, FakeOpenAi};
 use serde_json::Value;
 
@@ -16,14 +16,7 @@ async fn the_openai_python_sdk_works_unchanged_against_scribe() {
     let python = std::env::var("SCRIBE_TEST_PYTHON")
         .expect("SCRIBE_TEST_PYTHON names a Python with the openai package: run the tests with `bash tests/run`");
     let fake = FakeOpenAi::start("sk-test").await;
-    let base_url = fake.base_url();
-    let env = serve(&[
-        ("SCRIBE_DISPATCH", "true"),
-        ("OPENAI_BASE_URL", &base_url),
-        ("TRANSCRIPTION_RATE_LIMIT_PER_MINUTE", "6000"),
-        ("SCRIBE_MAX_UPLOAD_BYTES", "100000"),
-    ])
-    .await;
+    let env = serve_dispatching(&fake, "", &[("SCRIBE_MAX_UPLOAD_BYTES", "100000")]).await;
     let (_, key) = users::add(&*env.server.store, "sdk", now_ms()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let audio = scribe_tests::wav(21, 800);

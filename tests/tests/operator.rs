@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use scribe_tests::api::{form, serve, Env};
+use scribe_tests::api::{form, serve, serve_dispatching, Env};
 use scribe_tests::fake_openai::FakeOpenAi;
 use scribe_tests::{problem, wait_until};
 use serde_json::Value;
@@ -31,14 +31,7 @@ async fn readyz_says_ready_or_what_is_missing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_provider_gets_no_calls_and_its_jobs_finish_after_resume() {
     let fake = FakeOpenAi::start("sk-test").await;
-    let base_url = fake.base_url();
-    let env = serve(&[
-        ("SCRIBE_DISPATCH", "true"),
-        ("OPENAI_BASE_URL", &base_url),
-        ("TRANSCRIPTION_RATE_LIMIT_PER_MINUTE", "6000"),
-        ("ADMIN_API_KEY", ADMIN),
-    ])
-    .await;
+    let env = serve_dispatching(&fake, "", &[("ADMIN_API_KEY", ADMIN)]).await;
     problem(admin_post(&env, "/admin/providers/openai-whisper/pause", "wrong").await, StatusCode::UNAUTHORIZED).await;
     problem(admin_post(&env, "/admin/providers/nope/pause", ADMIN).await, StatusCode::NOT_FOUND).await;
     let paused = admin_post(&env, "/admin/providers/openai-whisper/pause", ADMIN).await;

@@ -3,7 +3,7 @@
 //! and the refusals for a job not done, another user's job, a bad format.
 
 use reqwest::StatusCode;
-use scribe_tests::api::{form, serve};
+use scribe_tests::api::{form, serve, serve_dispatching};
 use scribe_tests::fake_openai::{transcript_text, FakeOpenAi};
 use scribe_tests::{problem, wait_until};
 use serde_json::Value;
@@ -11,8 +11,7 @@ use serde_json::Value;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_finished_job_reads_in_every_format_from_one_call() {
     let fake = FakeOpenAi::start("sk-test").await;
-    let base_url = fake.base_url();
-    let env = serve(&[("SCRIBE_DISPATCH", "true"), ("OPENAI_BASE_URL", &base_url), ("TRANSCRIPTION_RATE_LIMIT_PER_MINUTE", "6000")]).await;
+    let env = serve_dispatching(&fake, "", &[]).await;
     let audio = scribe_tests::wav(7, 500);
     let fields = [("response_format", "srt"), ("language", "fr")];
     let job: Value = env.submit(&env.ann, form(Some(&audio), &fields)).send().await.unwrap().json().await.unwrap();

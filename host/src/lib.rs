@@ -19,9 +19,11 @@
 //!   and `audio_url` downloads that cannot reach internal addresses;
 //! - [`retention`]: removes audio no job needs any more (uses `store` and
 //!   `audio`);
+//! - [`activity`]: the last minutes' events behind the queue-status figures;
 //! - [`formats`]: transcripts rendered as json, text, srt, vtt, verbose_json;
 //! - [`config`], [`metrics`], [`clock`] and [`files`] at the bottom, importing none of the above.
 
+pub mod activity;
 pub mod api;
 pub mod audio;
 pub mod bench;

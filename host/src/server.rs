@@ -111,6 +111,7 @@ pub async fn start_on(config: Config, listener: TcpListener) -> Result<Running, 
     let cache = Arc::new(TranscriptCache::new(&config, store.clone(), metrics.clone()));
     let (job_events, _) = tokio::sync::broadcast::channel(JOB_EVENTS_CAPACITY);
     let limiter: Arc<dyn RateLimiter> = Arc::new(LocalRateLimiter::default());
+    let activity = Arc::new(crate::activity::Activity::default());
     let state = Arc::new(AppState {
         cache: cache.clone(),
         plugins: plugins.clone(),
@@ -121,6 +122,7 @@ pub async fn start_on(config: Config, listener: TcpListener) -> Result<Running, 
         wake: wake.clone(),
         job_events: job_events.clone(),
         limiter: limiter.clone(),
+        activity: activity.clone(),
         config: Arc::new(config),
     });
     let retention = retention::spawn(
@@ -141,6 +143,7 @@ pub async fn start_on(config: Config, listener: TcpListener) -> Result<Running, 
             wake: wake.clone(),
             job_events,
             metrics: metrics.clone(),
+            activity,
             owner: format!("scribe-{}-{}", std::process::id(), uuid::Uuid::now_v7()),
         });
         tokio::spawn(scheduler.run(stop_dispatch.clone(), DRAIN_TIMEOUT))

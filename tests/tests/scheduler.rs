@@ -59,6 +59,7 @@ async fn engine_with(config_toml: &str, env: &[(&str, &str)]) -> Engine {
         wake: wake.clone(),
         job_events: tokio::sync::broadcast::channel(16).0,
         metrics: Metrics::new(),
+        activity: Default::default(),
         owner: "test-instance".into(),
     });
     tokio::spawn(scheduler.run(stop.clone(), Duration::from_secs(5)));

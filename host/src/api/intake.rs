@@ -173,6 +173,7 @@ pub(super) async fn enqueue(
     let inserted = state.store.insert_job(job).await.map_err(store_problem)?;
     if let Inserted::Created(job) = &inserted {
         state.metrics.jobs_submitted.with_label_values(&[&job.spec.provider]).inc();
+        state.activity.submitted(&job.user_id);
         match job.status {
             JobStatus::Queued => state.wake.notify_one(),
             _ => state.metrics.job_finished(&job.spec.provider, job.status.as_str()),

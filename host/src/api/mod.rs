@@ -8,6 +8,7 @@ pub mod body;
 mod intake;
 pub mod jobs;
 mod openai_compat;
+mod queue_status;
 mod jobs_submit;
 mod jobs_transcript;
 pub mod problem;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub fetcher: UrlFetcher,
     /// The scheduler's wake-up: notified after each accepted submit.
     pub wake: Arc<Notify>,
+    /// Recent events for the queue-status figures (shared with the scheduler).
+    pub activity: Arc<crate::activity::Activity>,
     /// Provider rate limits and pauses (shared with the scheduler).
     pub limiter: Arc<dyn RateLimiter>,
     /// Ids of jobs whose attempt just ended (succeeded, failed or put back
@@ -61,6 +64,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(admin::routes())
         .merge(jobs::routes())
         .merge(openai_compat::routes())
+        .merge(queue_status::routes())
         .fallback(|| async { problem::Problem::new(axum::http::StatusCode::NOT_FOUND, "no such route") })
         .method_not_allowed_fallback(|| async {
             problem::Problem::new(axum::http::StatusCode::METHOD_NOT_ALLOWED, "this route does not take that method")

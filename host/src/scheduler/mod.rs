@@ -52,6 +52,8 @@ pub struct Parts {
     pub wake: Arc<Notify>,
     /// Jobs finished and retried are counted here.
     pub metrics: crate::metrics::Metrics,
+    /// Provider calls noted for the queue-status figures.
+    pub activity: Arc<crate::activity::Activity>,
     /// Told the id of each job whose attempt ended.
     pub job_events: tokio::sync::broadcast::Sender<String>,
     /// This instance's name in leases.
@@ -65,6 +67,24 @@ pub struct ProviderLimits {
     pub max_concurrent: u32,
     /// Calls per minute, `None` for unlimited.
     pub rate: Option<Rate>,
+}
+
+/// The limits of `provider`: `[plugins.NAME]` settings, else the defaults
+/// the plugin's kind implies (an in-process provider: one call per core, no
+/// rate limit), else the environment's.
+pub fn provider_limits(config: &Config, plugins: &Plugins, provider: &str) -> ProviderLimits {
+    let settings = config.plugin(provider);
+    let in_process = plugins.provider_info(provider).is_some_and(|i| i.in_process);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    let max_concurrent =
+        settings.max_concurrent.unwrap_or(if in_process { cores } else { config.max_concurrent_transcriptions });
+    let per_minute = match (settings.rate_limit_per_minute, in_process) {
+        (Some(per_minute), _) => Some(per_minute),
+        (None, true) => None,
+        (None, false) => Some(config.rate_limit_per_minute),
+    };
+    let rate = per_minute.map(|per_minute| Rate { per_minute, burst: config.rate_limit_burst });
+    ProviderLimits { max_concurrent, rate }
 }
 
 /// The job scheduler.
@@ -90,24 +110,9 @@ impl Scheduler {
         })
     }
 
-    /// The limits of `provider`: `[plugins.NAME]` settings, else the
-    /// defaults the plugin's kind implies (an in-process provider: one call
-    /// per core, no rate limit), else the environment's.
+    /// The limits of `provider` (see [`provider_limits`]).
     pub fn limits_for(&self, provider: &str) -> ProviderLimits {
-        let config = &self.parts.config;
-        let settings = config.plugin(provider);
-        let in_process = self.parts.plugins.provider_info(provider).is_some_and(|i| i.in_process);
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
-        let max_concurrent = settings
-            .max_concurrent
-            .unwrap_or(if in_process { cores } else { config.max_concurrent_transcriptions });
-        let per_minute = match (settings.rate_limit_per_minute, in_process) {
-            (Some(per_minute), _) => Some(per_minute),
-            (None, true) => None,
-            (None, false) => Some(config.rate_limit_per_minute),
-        };
-        let rate = per_minute.map(|per_minute| Rate { per_minute, burst: config.rate_limit_burst });
-        ProviderLimits { max_concurrent, rate }
+        provider_limits(&self.parts.config, &self.parts.plugins, provider)
     }
 
     /// Dispatches until `stop` is notified, then stops claiming and waits up

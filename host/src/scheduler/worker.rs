@@ -26,7 +26,12 @@ impl Scheduler {
         let outcome = self
             .parts
             .cache
-            .get_or_call(&key, || self.call_provider(&job))
+            .get_or_call(&key, || async {
+                let call = self.parts.activity.call_started(&job.spec.provider);
+                let outcome = self.call_provider(&job).await;
+                self.parts.activity.call_finished(&job.spec.provider, call, outcome.is_ok());
+                outcome
+            })
             .await
             .map(|transcript| transcript.as_ref().clone())
             .map_err(|shared| shared.as_ref().clone());

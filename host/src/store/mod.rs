@@ -34,6 +34,28 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+/// How many jobs of one provider are in one open status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenJobs {
+    /// The provider.
+    pub provider: String,
+    /// `queued` or `running`.
+    pub status: JobStatus,
+    /// How many.
+    pub count: u64,
+}
+
+/// The database connection pool's use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolUsage {
+    /// Connections in use.
+    pub in_use: u32,
+    /// Connections open and idle.
+    pub idle: u32,
+    /// The most connections (`DB_POOL_SIZE`).
+    pub max: u32,
+}
+
 /// Shorthand for store results.
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -63,6 +85,12 @@ pub trait Store: Send + Sync {
     async fn cancel_job(&self, user_id: &str, job_id: &str, now_ms: i64) -> StoreResult<Option<(Job, bool)>>;
     /// Jobs queued or running.
     async fn queue_length(&self) -> StoreResult<u64>;
+    /// Jobs by status (`queued`, `running`) and provider.
+    async fn open_jobs(&self) -> StoreResult<Vec<OpenJobs>>;
+    /// Users with a job queued or running.
+    async fn users_with_open_jobs(&self) -> StoreResult<Vec<String>>;
+    /// The connection pool: (open connections, idle ones, the maximum).
+    fn pool_usage(&self) -> PoolUsage;
 
     /// For each user with a job of `provider` ready at `now_ms`, that
     /// user's next `depth` ready jobs in line order (highest priority, then

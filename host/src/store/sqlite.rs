@@ -8,7 +8,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::{ConnectOptions, Row};
 
 use super::group_commit::Writer;
-use super::{Head, Inserted, Job, JobError, JobSpec, JobStatus, NewJob, Store, StoreError, StoreResult, User};
+use super::{OpenJobs, PoolUsage, Head, Inserted, Job, JobError, JobSpec, JobStatus, NewJob, Store, StoreError, StoreResult, User};
 use crate::plugins::types::Priority;
 
 const JOB_COLUMNS: &str = "id, user_id, status, provider, priority, audio_sha256, audio_format, audio_bytes, \
@@ -306,6 +306,33 @@ impl Store for SqliteStore {
             .fetch_one(&self.pool)
             .await?;
         Ok(n as u64)
+    }
+
+    async fn open_jobs(&self) -> StoreResult<Vec<OpenJobs>> {
+        let rows = sqlx::query(
+            "SELECT provider, status, COUNT(*) AS n FROM jobs WHERE status IN ('queued', 'running') GROUP BY provider, status",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let status: String = row.try_get("status")?;
+                Ok(OpenJobs {
+                    provider: row.try_get("provider")?,
+                    status: JobStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))?,
+                    count: row.try_get::<i64, _>("n")? as u64,
+                })
+            })
+            .collect()
+    }
+
+    async fn users_with_open_jobs(&self) -> StoreResult<Vec<String>> {
+        Ok(sqlx::query_scalar("SELECT DISTINCT user_id FROM jobs WHERE status IN ('queued', 'running')").fetch_all(&self.pool).await?)
+    }
+
+    fn pool_usage(&self) -> PoolUsage {
+        let (size, idle) = (self.pool.size(), self.pool.num_idle() as u32);
+        PoolUsage { in_use: size.saturating_sub(idle), idle, max: self.pool.options().get_max_connections() }
     }
 
     async fn audio_in_use(&self, sha256: &str, finished_since_ms: i64) -> StoreResult<bool> {

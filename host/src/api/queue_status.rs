@@ -1,0 +1,107 @@
+//! `GET /api/queue-status` (public) and `POST /api/queue-status` (admin):
+//! the brief's queue-status document, field for field (camelCase, all
+//! numbers). `queue.*` speaks of the default provider; per-minute figures
+//! are over the last 60 s of this instance, active users over 5 minutes
+//! (a job queued or running, or a submit). The public form names no user
+//! and no job; the admin form adds per-provider and per-plugin detail.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+use super::auth::require_admin;
+use super::intake::default_provider;
+use super::jobs::store_problem;
+use super::problem::Problem;
+use super::AppState;
+use crate::store::JobStatus;
+
+/// The queue-status routes.
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new().route("/api/queue-status", get(public).post(admin))
+}
+
+async fn public(State(state): State<Arc<AppState>>) -> Result<Json<Value>, Problem> {
+    Ok(Json(document(&state).await?.0))
+}
+
+/// The admin form takes no body or an empty JSON object.
+async fn admin(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Json<Value>, Problem> {
+    require_admin(&headers, state.config.admin_api_key.as_deref())?;
+    let (mut doc, detail) = document(&state).await?;
+    doc["providers"] = detail;
+    doc["plugins"] = serde_json::to_value(state.plugins.list()).unwrap_or(Value::Null);
+    Ok(Json(doc))
+}
+
+/// The public document, and the per-provider detail.
+async fn document(state: &AppState) -> Result<(Value, Value), Problem> {
+    let open = state.store.open_jobs().await.map_err(store_problem)?;
+    let count = |provider: &str, status: JobStatus| -> u64 {
+        open.iter().filter(|o| o.provider == provider && o.status == status).map(|o| o.count).sum()
+    };
+    let recent = state.activity.recent(Instant::now());
+    let mut users: std::collections::HashSet<String> = state.store.users_with_open_jobs().await.map_err(store_problem)?.into_iter().collect();
+    users.extend(recent.users.iter().cloned());
+    let default = default_provider(state);
+    let limits = crate::scheduler::provider_limits(&state.config, &state.plugins, default);
+    let pool = state.store.pool_usage();
+    let (hits, misses) = (state.metrics.cache_hits.get(), state.metrics.cache_misses.get());
+    let ratio = |part: f64, whole: f64| if whole > 0.0 { part / whole } else { 0.0 };
+    let doc = json!({
+        "queue": {
+            "queueLength": count(default, JobStatus::Queued),
+            "processing": count(default, JobStatus::Running),
+            "requestsThisMinute": recent.calls_started.get(default).copied().unwrap_or(0),
+            "rateLimitPerMinute": limits.rate.map_or(0, |r| r.per_minute),
+        },
+        "system": {
+            "averageResponseTime": recent.average_call_ms,
+            "errorRate": recent.error_rate,
+            "requestsPerMinute": recent.submits,
+            "memoryUsage": resident_memory_bytes(),
+            "activeUsers": users.len(),
+        },
+        "database": {
+            "current": pool.in_use,
+            "max": pool.max,
+            "utilization": ratio(f64::from(pool.in_use), f64::from(pool.max)),
+        },
+        "cache": { "hits": hits, "misses": misses, "hitRate": ratio(hits as f64, (hits + misses) as f64) },
+    });
+    let mut providers: Vec<String> = open.iter().map(|o| o.provider.clone()).collect();
+    providers.extend(state.plugins.list().into_iter().filter(|p| p.world == crate::plugins::World::Provider).map(|p| p.name));
+    providers.sort();
+    providers.dedup();
+    let detail: serde_json::Map<String, Value> = providers
+        .into_iter()
+        .map(|p| {
+            let limits = crate::scheduler::provider_limits(&state.config, &state.plugins, &p);
+            let value = json!({
+                "queued": count(&p, JobStatus::Queued),
+                "running": count(&p, JobStatus::Running),
+                "maxConcurrent": limits.max_concurrent,
+                "rateLimitPerMinute": limits.rate.map_or(0, |r| r.per_minute),
+                "callsThisMinute": recent.calls_started.get(&p).copied().unwrap_or(0),
+                "paused": state.limiter.is_held(&p),
+            });
+            (p, value)
+        })
+        .collect();
+    Ok((doc, Value::Object(detail)))
+}
+
+/// The process's resident memory, from `/proc/self/statm` (0 where there
+/// is none).
+fn resident_memory_bytes() -> u64 {
+    let pages = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
+        .unwrap_or(0);
+    pages * 4096
+}

@@ -72,13 +72,14 @@ impl Activity {
         CallToken { started }
     }
 
-    /// Notes the end of the call `token` started, `ok` or not.
-    pub fn call_finished(&self, provider: &str, token: CallToken, ok: bool) {
+    /// Notes the end of the call `token` started, `ok` or not; how long it took.
+    pub fn call_finished(&self, provider: &str, token: CallToken, ok: bool) -> Duration {
         let took = token.started.elapsed();
         let mut events = self.events();
         if let Some(call) = events.calls.iter_mut().rev().find(|c| c.started == token.started && c.provider == provider && c.outcome.is_none()) {
             call.outcome = Some((took, ok));
         }
+        took
     }
 
     /// Notes a job submitted by `user`.

@@ -21,7 +21,7 @@
 //!   `audio`);
 //! - [`activity`]: the last minutes' events behind the queue-status figures;
 //! - [`formats`]: transcripts rendered as json, text, srt, vtt, verbose_json;
-//! - [`config`], [`metrics`], [`clock`] and [`files`] at the bottom, importing none of the above.
+//! - [`config`], [`metrics`], [`process`], [`clock`] and [`files`] at the bottom, importing none of the above.
 
 pub mod activity;
 pub mod api;
@@ -36,6 +36,7 @@ pub mod gate;
 pub mod limiter;
 pub mod metrics;
 pub mod plugins;
+pub mod process;
 pub mod retention;
 pub mod scheduler;
 pub mod server;

@@ -1,7 +1,7 @@
 //! Prometheus metrics: every module records here, and this module imports
 //! none of them, so anyone may count without creating a dependency cycle.
 
-use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 /// The process's metrics. Cheap to clone (the collectors are shared).
 #[derive(Clone)]
@@ -25,7 +25,7 @@ pub struct Metrics {
     /// `scribe_cache_hits_total`: jobs that finished without a provider
     /// call (their transcript was cached, stored, or being made by a twin).
     pub cache_hits: IntCounter,
-    /// `scribe_cache_misses_total`: jobs whose transcript took a provider call.
+    /// `scribe_cache_misses_total`: provider calls made through the cache.
     pub cache_misses: IntCounter,
     /// `scribe_jobs_submitted_total{provider}`: jobs accepted.
     pub jobs_submitted: IntCounterVec,
@@ -35,6 +35,21 @@ pub struct Metrics {
     pub jobs_finished: IntCounterVec,
     /// `scribe_job_retries_total{provider}`: attempts put back for a retry.
     pub job_retries: IntCounterVec,
+    /// `scribe_provider_call_duration_seconds{provider}`: provider calls,
+    /// from the start of the plugin call to its answer.
+    pub provider_call_seconds: HistogramVec,
+    /// `scribe_queue_jobs{provider,status}`: jobs queued or running (set
+    /// when scraped).
+    pub queue_jobs: IntGaugeVec,
+    /// `scribe_db_pool_connections{state}`: `in_use` and `idle` connections.
+    pub db_pool_connections: IntGaugeVec,
+    /// `scribe_db_pool_max_connections`: `DB_POOL_SIZE`.
+    pub db_pool_max: IntGauge,
+    /// `scribe_process_resident_memory_bytes`.
+    pub resident_memory: IntGauge,
+    /// `scribe_process_memory_limit_bytes`: the cgroup limit or
+    /// `SCRIBE_MEMORY_LIMIT_MB` (0 when neither is known).
+    pub memory_limit: IntGauge,
 }
 
 impl Metrics {
@@ -67,7 +82,7 @@ impl Metrics {
             c
         };
         let cache_hits = plain("cache_hits_total", "Jobs that finished without a provider call (cached transcript).");
-        let cache_misses = plain("cache_misses_total", "Jobs whose transcript took a provider call.");
+        let cache_misses = plain("cache_misses_total", "Provider calls made through the transcript cache.");
         let jobs_submitted = counter("jobs_submitted_total", "Jobs accepted.", &["provider"]);
         let jobs_finished = counter(
             "jobs_finished_total",
@@ -75,6 +90,28 @@ impl Metrics {
             &["provider", "outcome"],
         );
         let job_retries = counter("job_retries_total", "Job attempts put back in the queue for a retry.", &["provider"]);
+        let provider_call_seconds = HistogramVec::new(
+            HistogramOpts::new("provider_call_duration_seconds", "Provider calls, from the plugin call to its answer.")
+                .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0]),
+            &["provider"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(provider_call_seconds.clone())).expect("unique metric");
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry.register(Box::new(g.clone())).expect("unique metric");
+            g
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            registry.register(Box::new(g.clone())).expect("unique metric");
+            g
+        };
+        let queue_jobs = gauge_vec("queue_jobs", "Jobs queued or running.", &["provider", "status"]);
+        let db_pool_connections = gauge_vec("db_pool_connections", "Database connections by state.", &["state"]);
+        let db_pool_max = gauge("db_pool_max_connections", "The most database connections (DB_POOL_SIZE).");
+        let resident_memory = gauge("process_resident_memory_bytes", "Resident memory of the process.");
+        let memory_limit = gauge("process_memory_limit_bytes", "The memory limit (cgroup, or SCRIBE_MEMORY_LIMIT_MB).");
         Self {
             registry,
             plugin_calls,
@@ -87,6 +124,12 @@ impl Metrics {
             jobs_submitted,
             jobs_finished,
             job_retries,
+            provider_call_seconds,
+            queue_jobs,
+            db_pool_connections,
+            db_pool_max,
+            resident_memory,
+            memory_limit,
         }
     }
 

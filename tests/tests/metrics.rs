@@ -1,6 +1,7 @@
-//! `GET /metrics` after a scripted run: the job counters have exactly the
-//! values the run implies (each job finished once, retries and cache hits
-//! counted), in Prometheus' text format.
+//! `GET /metrics` after a scripted run: the counters, gauges and the call
+//! histogram have exactly the values the run implies (each job finished
+//! once, retries and cache hits counted), and `promtool` finds nothing to
+//! fix in the live output or in the shipped alert rules.
 
 use std::time::Duration;
 
@@ -64,4 +65,33 @@ async fn job_counters_match_a_scripted_run() {
     assert_eq!(sample(&text, "scribe_cache_hits_total"), 1.0);
     assert_eq!(sample(&text, "scribe_cache_misses_total"), 4.0, "one per provider call: 1 + 2 + 1");
     assert_eq!(fake.calls(), 4);
+    assert_eq!(sample(&text, &format!("scribe_provider_call_duration_seconds_count{{{p}}}")), 4.0, "one observation per call");
+    assert_eq!(sample(&text, &format!("scribe_queue_jobs{{{p},status=\"queued\"}}")), 0.0, "the canceled job left the queue");
+    assert_eq!(sample(&text, "scribe_db_pool_max_connections"), 20.0);
+    assert!(sample(&text, "scribe_process_resident_memory_bytes") > 1e6);
+    promtool(&["check", "metrics"], Some(&text));
+}
+
+/// Runs `promtool ARGS` (with `stdin`), asserting it finds nothing to fix.
+fn promtool(args: &[&str], stdin: Option<&str>) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool runs (bash tests/run installs it from the Debian prometheus package)");
+    child.stdin.take().unwrap().write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "promtool {args:?} failed:\n{said}");
+    assert!(!said.contains("WARNING") && !said.contains("should"), "promtool {args:?} has advice:\n{said}");
+}
+
+#[test]
+fn the_shipped_alert_rules_and_scrape_config_pass_promtool() {
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/prometheus");
+    promtool(&["check", "rules", &format!("{examples}/alerts.yml")], None);
+    promtool(&["check", "config", &format!("{examples}/prometheus.yml")], None);
 }

@@ -92,8 +92,11 @@ async fn readyz(axum::extract::State(state): axum::extract::State<Arc<AppState>>
 }
 
 /// `GET /metrics`: Prometheus' text format.
-async fn metrics(axum::extract::State(state): axum::extract::State<Arc<AppState>>) -> impl axum::response::IntoResponse {
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render())
+async fn metrics(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+) -> Result<impl axum::response::IntoResponse, problem::Problem> {
+    queue_status::refresh_gauges(&state).await?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render()))
 }
 
 /// `GET /healthz`: the process is up.

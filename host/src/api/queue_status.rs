@@ -64,7 +64,7 @@ async fn document(state: &AppState) -> Result<(Value, Value), Problem> {
             "averageResponseTime": recent.average_call_ms,
             "errorRate": recent.error_rate,
             "requestsPerMinute": recent.submits,
-            "memoryUsage": resident_memory_bytes(),
+            "memoryUsage": crate::process::resident_memory_bytes(),
             "activeUsers": users.len(),
         },
         "database": {
@@ -96,12 +96,29 @@ async fn document(state: &AppState) -> Result<(Value, Value), Problem> {
     Ok((doc, Value::Object(detail)))
 }
 
-/// The process's resident memory, from `/proc/self/statm` (0 where there
-/// is none).
-fn resident_memory_bytes() -> u64 {
-    let pages = std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
-        .unwrap_or(0);
-    pages * 4096
+/// Sets the gauges a scrape reads from the current state: jobs queued and
+/// running, the pool, memory.
+pub(super) async fn refresh_gauges(state: &AppState) -> Result<(), Problem> {
+    let open = state.store.open_jobs().await.map_err(store_problem)?;
+    let metrics = &state.metrics;
+    metrics.queue_jobs.reset();
+    // Every loaded provider shows both series, at 0 when empty, so alerts
+    // and graphs see "none" rather than "no data".
+    for plugin in state.plugins.list().into_iter().filter(|p| p.world == crate::plugins::World::Provider) {
+        for status in [JobStatus::Queued, JobStatus::Running] {
+            metrics.queue_jobs.with_label_values(&[&plugin.name, status.as_str()]).set(0);
+        }
+    }
+    for o in &open {
+        metrics.queue_jobs.with_label_values(&[&o.provider, o.status.as_str()]).set(o.count as i64);
+    }
+    let pool = state.store.pool_usage();
+    metrics.db_pool_connections.with_label_values(&["in_use"]).set(i64::from(pool.in_use));
+    metrics.db_pool_connections.with_label_values(&["idle"]).set(i64::from(pool.idle));
+    metrics.db_pool_max.set(i64::from(pool.max));
+    metrics.resident_memory.set(crate::process::resident_memory_bytes() as i64);
+    if let Some(limit) = crate::process::memory_limit_bytes(state.config.memory_limit_mb) {
+        metrics.memory_limit.set(limit as i64);
+    }
+    Ok(())
 }

@@ -29,7 +29,8 @@ impl Scheduler {
             .get_or_call(&key, || async {
                 let call = self.parts.activity.call_started(&job.spec.provider);
                 let outcome = self.call_provider(&job).await;
-                self.parts.activity.call_finished(&job.spec.provider, call, outcome.is_ok());
+                let took = self.parts.activity.call_finished(&job.spec.provider, call, outcome.is_ok());
+                self.parts.metrics.provider_call_seconds.with_label_values(&[&job.spec.provider]).observe(took.as_secs_f64());
                 outcome
             })
             .await

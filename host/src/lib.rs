@@ -3,7 +3,8 @@
 //!
 //! Layers import downwards only (see ARCHITECTURE.md):
 //!
-//! - `main.rs` (the CLI) and [`server`] (wiring) on top;
+//! - `main.rs` (the CLI) and [`server`] (wiring) on top; [`client`] (`scribe
+//!   submit`, `scribe status`) talks to a server over HTTP only;
 //! - [`api`]: the HTTP surface (one file per route family);
 //! - [`bench`]: the `scribe bench` measurements;
 //! - [`scheduler`]: dispatch under the limits, retries, leases: the only
@@ -28,6 +29,7 @@ pub mod api;
 pub mod audio;
 pub mod bench;
 pub mod cache;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod files;

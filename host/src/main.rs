@@ -27,6 +27,38 @@ enum Command {
         #[command(subcommand)]
         what: UsersCommand,
     },
+    /// Transcribes audio files (and the audio files in folders) on a
+    /// server, writing each transcript beside its file (talk.wav ->
+    /// talk.srt); lists the files that failed and exits non-zero if any did.
+    Submit {
+        /// The server (SCRIBE_URL).
+        #[arg(long, env = "SCRIBE_URL", default_value = "http://127.0.0.1:8080")]
+        server: String,
+        /// Your API key (SCRIBE_API_KEY).
+        #[arg(long, env = "SCRIBE_API_KEY", hide_env_values = true)]
+        key: String,
+        /// The provider (default: the server's).
+        #[arg(long)]
+        provider: Option<String>,
+        /// The transcript format.
+        #[arg(long, default_value = "srt", value_parser = ["json", "text", "srt", "vtt", "verbose_json"])]
+        format: String,
+        /// Uploads at once.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        /// Print the job ids and return, without waiting.
+        #[arg(long)]
+        no_wait: bool,
+        /// Audio files and folders.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Prints the server's queue status.
+    Status {
+        /// The server (SCRIBE_URL).
+        #[arg(long, env = "SCRIBE_URL", default_value = "http://127.0.0.1:8080")]
+        server: String,
+    },
     /// Measures and prints figures.
     Bench {
         #[command(subcommand)]
@@ -107,7 +139,38 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve => serve().await,
         Command::Users { what } => users(what).await,
         Command::Bench { what } => run_bench(what).await,
+        Command::Submit { server, key, provider, format, concurrency, no_wait, paths } => {
+            let options = scribe_host::client::Submit { server, key, provider, format, paths, concurrency, no_wait };
+            submit(&options).await
+        }
+        Command::Status { server } => {
+            println!("{}", scribe_host::client::status(&server).await?);
+            Ok(())
+        }
     }
+}
+
+async fn submit(options: &scribe_host::client::Submit) -> anyhow::Result<()> {
+    use scribe_host::client::Outcome;
+    let report = scribe_host::client::submit(options).await?;
+    for (file, outcome) in &report.files {
+        match outcome {
+            Outcome::Written(to) => println!("{} -> {}", file.display(), to.display()),
+            Outcome::Submitted(id) => println!("{}\t{id}", file.display()),
+            Outcome::Failed(_) => {}
+        }
+    }
+    let failures = report.failures();
+    if failures.is_empty() {
+        return Ok(());
+    }
+    eprintln!("{} of {} files failed:", failures.len(), report.files.len());
+    for (file, outcome) in &failures {
+        if let Outcome::Failed(reason) = outcome {
+            eprintln!("  {}: {reason}", file.display());
+        }
+    }
+    std::process::exit(1);
 }
 
 async fn run_bench(what: BenchCommand) -> anyhow::Result<()> {

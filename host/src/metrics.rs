@@ -47,6 +47,22 @@ pub struct Metrics {
     pub db_pool_max: IntGauge,
     /// `scribe_process_resident_memory_bytes`.
     pub resident_memory: IntGauge,
+    /// `scribe_job_duration_seconds{provider,outcome}`: submit to final status.
+    pub job_seconds: HistogramVec,
+    /// `scribe_http_request_duration_seconds{route,method,status}`.
+    pub http_seconds: HistogramVec,
+    /// `scribe_provider_calls_in_flight{provider}` (set when scraped).
+    pub calls_in_flight: IntGaugeVec,
+    /// `scribe_provider_max_concurrent{provider}`: the cap (set when scraped).
+    pub max_concurrent: IntGaugeVec,
+    /// `scribe_provider_calls_last_minute{provider}` (set when scraped).
+    pub calls_last_minute: IntGaugeVec,
+    /// `scribe_provider_rate_limit_per_minute{provider}` (set when scraped;
+    /// 0: unlimited).
+    pub rate_limit_per_minute: IntGaugeVec,
+    /// `scribe_active_users`: users with a job queued or running, or a
+    /// submit in the last 5 minutes (set when scraped).
+    pub active_users: IntGauge,
     /// `scribe_process_memory_limit_bytes`: the cgroup limit or
     /// `SCRIBE_MEMORY_LIMIT_MB` (0 when neither is known).
     pub memory_limit: IntGauge,
@@ -107,6 +123,29 @@ impl Metrics {
             registry.register(Box::new(g.clone())).expect("unique metric");
             g
         };
+        let histogram = |name: &str, help: &str, labels: &[&str], buckets: Vec<f64>| {
+            let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels).expect("valid metric");
+            registry.register(Box::new(h.clone())).expect("unique metric");
+            h
+        };
+        let job_seconds = histogram(
+            "job_duration_seconds",
+            "Jobs from submit to final status.",
+            &["provider", "outcome"],
+            vec![0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0],
+        );
+        let http_seconds = histogram(
+            "http_request_duration_seconds",
+            "HTTP requests, by route, method and status.",
+            &["route", "method", "status"],
+            vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0],
+        );
+        let calls_in_flight = gauge_vec("provider_calls_in_flight", "Provider calls in flight.", &["provider"]);
+        let max_concurrent = gauge_vec("provider_max_concurrent", "The cap on a provider's calls in flight.", &["provider"]);
+        let calls_last_minute = gauge_vec("provider_calls_last_minute", "Provider calls started in the last 60 s.", &["provider"]);
+        let rate_limit_per_minute =
+            gauge_vec("provider_rate_limit_per_minute", "A provider's calls-per-minute limit (0: none).", &["provider"]);
+        let active_users = gauge("active_users", "Users with a job queued or running, or a submit in the last 5 minutes.");
         let queue_jobs = gauge_vec("queue_jobs", "Jobs queued or running.", &["provider", "status"]);
         let db_pool_connections = gauge_vec("db_pool_connections", "Database connections by state.", &["state"]);
         let db_pool_max = gauge("db_pool_max_connections", "The most database connections (DB_POOL_SIZE).");
@@ -130,13 +169,21 @@ impl Metrics {
             db_pool_max,
             resident_memory,
             memory_limit,
+            job_seconds,
+            http_seconds,
+            calls_in_flight,
+            max_concurrent,
+            calls_last_minute,
+            rate_limit_per_minute,
+            active_users,
         }
     }
 
     /// Counts a job that just reached a final `outcome` (`succeeded`,
-    /// `failed`, `canceled`).
-    pub fn job_finished(&self, provider: &str, outcome: &str) {
+    /// `failed`, `canceled`), `seconds` after it was submitted.
+    pub fn job_finished(&self, provider: &str, outcome: &str, seconds: f64) {
         self.jobs_finished.with_label_values(&[provider, outcome]).inc();
+        self.job_seconds.with_label_values(&[provider, outcome]).observe(seconds.max(0.0));
     }
 
     /// Every metric in Prometheus' text format.

@@ -112,6 +112,7 @@ pub async fn start_on(config: Config, listener: TcpListener) -> Result<Running, 
     let (job_events, _) = tokio::sync::broadcast::channel(JOB_EVENTS_CAPACITY);
     let limiter: Arc<dyn RateLimiter> = Arc::new(LocalRateLimiter::default());
     let activity = Arc::new(crate::activity::Activity::default());
+    let gate: Arc<dyn crate::gate::ConcurrencyGate> = Arc::new(LocalGate::default());
     let state = Arc::new(AppState {
         cache: cache.clone(),
         plugins: plugins.clone(),
@@ -123,6 +124,7 @@ pub async fn start_on(config: Config, listener: TcpListener) -> Result<Running, 
         job_events: job_events.clone(),
         limiter: limiter.clone(),
         activity: activity.clone(),
+        gate: gate.clone(),
         config: Arc::new(config),
     });
     let retention = retention::spawn(
@@ -138,7 +140,7 @@ pub async fn start_on(config: Config, listener: TcpListener) -> Result<Running, 
             audio: audio.clone(),
             plugins: plugins.clone(),
             limiter,
-            gate: Arc::new(LocalGate::default()),
+            gate,
             cache,
             wake: wake.clone(),
             job_events,

@@ -69,6 +69,14 @@ async fn job_counters_match_a_scripted_run() {
     assert_eq!(sample(&text, &format!("scribe_queue_jobs{{{p},status=\"queued\"}}")), 0.0, "the canceled job left the queue");
     assert_eq!(sample(&text, "scribe_db_pool_max_connections"), 20.0);
     assert!(sample(&text, "scribe_process_resident_memory_bytes") > 1e6);
+    let http = "scribe_http_request_duration_seconds_count{method=\"POST\",route=\"/v1/jobs\",status=\"202\"}";
+    assert_eq!(sample(&text, http), 5.0, "requests are labelled by route pattern");
+    let finished = format!("scribe_job_duration_seconds_count{{outcome=\"succeeded\",{p}}}");
+    assert_eq!(sample(&text, &finished), 3.0);
+    assert_eq!(sample(&text, &format!("scribe_provider_max_concurrent{{{p}}}")), 5.0);
+    assert_eq!(sample(&text, &format!("scribe_provider_calls_last_minute{{{p}}}")), 4.0);
+    assert_eq!(sample(&text, &format!("scribe_provider_rate_limit_per_minute{{{p}}}")), 6000.0);
+    assert_eq!(sample(&text, "scribe_active_users"), 1.0, "ann submitted");
     promtool(&["check", "metrics"], Some(&text));
 }
 

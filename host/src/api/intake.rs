@@ -176,7 +176,7 @@ pub(super) async fn enqueue(
         state.activity.submitted(&job.user_id);
         match job.status {
             JobStatus::Queued => state.wake.notify_one(),
-            _ => state.metrics.job_finished(&job.spec.provider, job.status.as_str()),
+            _ => state.metrics.job_finished(&job.spec.provider, job.status.as_str(), 0.0),
         }
     }
     Ok(inserted)

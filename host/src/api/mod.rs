@@ -48,6 +48,8 @@ pub struct AppState {
     pub wake: Arc<Notify>,
     /// Recent events for the queue-status figures (shared with the scheduler).
     pub activity: Arc<crate::activity::Activity>,
+    /// Provider concurrency caps (shared with the scheduler).
+    pub gate: Arc<dyn crate::gate::ConcurrencyGate>,
     /// Provider rate limits and pauses (shared with the scheduler).
     pub limiter: Arc<dyn RateLimiter>,
     /// Ids of jobs whose attempt just ended (succeeded, failed or put back
@@ -69,7 +71,27 @@ pub fn router(state: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(|| async {
             problem::Problem::new(axum::http::StatusCode::METHOD_NOT_ALLOWED, "this route does not take that method")
         })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), time_request))
         .with_state(state)
+}
+
+/// Observes every request's duration by route (the matched pattern, never
+/// the raw path, so ids do not become labels), method and status.
+async fn time_request(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let method = request.method().as_str().to_string();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    state.metrics.http_seconds.with_label_values(&[&route, &method, &status]).observe(started.elapsed().as_secs_f64());
+    response
 }
 
 /// `GET /readyz`: the store answers and the plugins a job needs (the

@@ -109,6 +109,18 @@ pub(super) async fn refresh_gauges(state: &AppState) -> Result<(), Problem> {
             metrics.queue_jobs.with_label_values(&[&plugin.name, status.as_str()]).set(0);
         }
     }
+    let recent = state.activity.recent(Instant::now());
+    for plugin in state.plugins.list().into_iter().filter(|p| p.world == crate::plugins::World::Provider) {
+        let name = plugin.name.as_str();
+        let limits = crate::scheduler::provider_limits(&state.config, &state.plugins, name);
+        metrics.calls_in_flight.with_label_values(&[name]).set(i64::from(state.gate.in_flight(name)));
+        metrics.max_concurrent.with_label_values(&[name]).set(i64::from(limits.max_concurrent));
+        metrics.calls_last_minute.with_label_values(&[name]).set(recent.calls_started.get(name).copied().unwrap_or(0) as i64);
+        metrics.rate_limit_per_minute.with_label_values(&[name]).set(limits.rate.map_or(0, |r| i64::from(r.per_minute)));
+    }
+    let mut users: std::collections::HashSet<String> = state.store.users_with_open_jobs().await.map_err(store_problem)?.into_iter().collect();
+    users.extend(recent.users);
+    metrics.active_users.set(users.len() as i64);
     for o in &open {
         metrics.queue_jobs.with_label_values(&[&o.provider, o.status.as_str()]).set(o.count as i64);
     }

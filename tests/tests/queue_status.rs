@@ -52,6 +52,11 @@ async fn the_document_has_every_field_with_the_runs_values() {
     let provider = &admin["providers"]["openai-whisper"];
     assert_eq!((provider["maxConcurrent"].as_u64(), provider["running"].as_u64(), provider["paused"].as_bool()), (Some(2), Some(2), Some(false)));
     assert!(admin["plugins"].as_array().is_some_and(|p| p.iter().any(|p| p["name"] == "openai-whisper")));
+    let users = &admin["users"];
+    for name in ["ann", "bob"] {
+        let open = users[name]["queued"].as_u64().unwrap() + users[name]["running"].as_u64().unwrap();
+        assert_eq!(open, 3, "{name}'s three jobs are queued or running: {users}");
+    }
 
     wait_until("every job done", Duration::from_secs(60), || async { fake.calls() == 6 && fake.in_flight() == 0 }).await;
     wait_until("the queue to drain", Duration::from_secs(10), || async {

@@ -3,7 +3,8 @@
 //! numbers). `queue.*` speaks of the default provider; per-minute figures
 //! are over the last 60 s of this instance, active users over 5 minutes
 //! (a job queued or running, or a submit). The public form names no user
-//! and no job; the admin form adds per-provider and per-plugin detail.
+//! and no job; the admin form adds per-user, per-provider and per-plugin
+//! detail.
 
 use std::sync::Arc;
 
@@ -35,6 +36,12 @@ async fn admin(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result
     require_admin(&headers, state.config.admin_api_key.as_deref())?;
     let (mut doc, detail) = document(&state).await?;
     doc["providers"] = detail;
+    let mut users = serde_json::Map::new();
+    for (name, status, count) in state.store.open_jobs_by_user().await.map_err(store_problem)? {
+        let entry = users.entry(name).or_insert_with(|| json!({ "queued": 0, "running": 0 }));
+        entry[status.as_str()] = json!(count);
+    }
+    doc["users"] = Value::Object(users);
     doc["plugins"] = serde_json::to_value(state.plugins.list()).unwrap_or(Value::Null);
     Ok(Json(doc))
 }

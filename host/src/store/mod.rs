@@ -89,6 +89,8 @@ pub trait Store: Send + Sync {
     async fn open_jobs(&self) -> StoreResult<Vec<OpenJobs>>;
     /// Users with a job queued or running.
     async fn users_with_open_jobs(&self) -> StoreResult<Vec<String>>;
+    /// Per user name, jobs by open status (for operators).
+    async fn open_jobs_by_user(&self) -> StoreResult<Vec<(String, JobStatus, u64)>>;
     /// The connection pool: (open connections, idle ones, the maximum).
     fn pool_usage(&self) -> PoolUsage;
 

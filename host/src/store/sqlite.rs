@@ -330,6 +330,22 @@ impl Store for SqliteStore {
         Ok(sqlx::query_scalar("SELECT DISTINCT user_id FROM jobs WHERE status IN ('queued', 'running')").fetch_all(&self.pool).await?)
     }
 
+    async fn open_jobs_by_user(&self) -> StoreResult<Vec<(String, JobStatus, u64)>> {
+        let rows = sqlx::query(
+            "SELECT u.name AS name, j.status AS status, COUNT(*) AS n FROM jobs j JOIN users u ON u.id = j.user_id \
+             WHERE j.status IN ('queued', 'running') GROUP BY u.name, j.status",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let status: String = row.try_get("status")?;
+                let status = JobStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))?;
+                Ok((row.try_get("name")?, status, row.try_get::<i64, _>("n")? as u64))
+            })
+            .collect()
+    }
+
     fn pool_usage(&self) -> PoolUsage {
         let (size, idle) = (self.pool.size(), self.pool.num_idle() as u32);
         PoolUsage { in_use: size.saturating_sub(idle), idle, max: self.pool.options().get_max_connections() }

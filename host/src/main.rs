@@ -112,6 +112,30 @@ enum BenchCommand {
         #[arg(long, default_value_t = 50)]
         latency_ms: u64,
     },
+    /// A load scenario of the brief in scaled time: `ramp` (users join one
+    /// by one), `sustained` (a steady stream at 90 % of the limit) or
+    /// `recovery` (the provider fails for the middle third) (needs a build
+    /// with `--features bench`).
+    Scenario {
+        /// ramp, sustained or recovery.
+        #[arg(value_parser = ["ramp", "sustained", "recovery"])]
+        name: String,
+        /// Users (the ramp's final count).
+        #[arg(long, default_value_t = 10)]
+        users: u32,
+        /// Provider calls per minute.
+        #[arg(long, default_value_t = 1800)]
+        rate: u32,
+        /// Provider calls at once.
+        #[arg(long, default_value_t = 5)]
+        concurrency: u32,
+        /// The fake provider's latency per call, in ms.
+        #[arg(long, default_value_t = 50)]
+        latency_ms: u64,
+        /// How long submissions go on, in seconds.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
     /// Jobs per second end to end with the limits off and an instant
     /// provider, and submit latency (needs a build with `--features bench`).
     Throughput {
@@ -188,8 +212,25 @@ async fn run_bench(what: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Throughput { jobs, clients, concurrency } => {
             Ok(bench::run_throughput(&bench::Throughput { jobs, clients, concurrency }).await?)
         }
+        #[cfg(feature = "bench")]
+        BenchCommand::Scenario { name, users, rate, concurrency, latency_ms, seconds } => {
+            let scenario = match name.as_str() {
+                "ramp" => bench::Scenario::Ramp,
+                "sustained" => bench::Scenario::Sustained,
+                _ => bench::Scenario::Recovery,
+            };
+            let settings = bench::ScenarioSettings {
+                scenario,
+                users,
+                rate_per_minute: rate,
+                concurrency,
+                latency: std::time::Duration::from_millis(latency_ms),
+                duration: std::time::Duration::from_secs(seconds),
+            };
+            Ok(bench::run_scenario(&settings).await?)
+        }
         #[cfg(not(feature = "bench"))]
-        BenchCommand::Burst { .. } | BenchCommand::Throughput { .. } => anyhow::bail!(
+        BenchCommand::Burst { .. } | BenchCommand::Throughput { .. } | BenchCommand::Scenario { .. } => anyhow::bail!(
             "this build has no fake provider to run jobs against; run: \
              cargo run --release --features bench --bin scribe -- bench burst (or throughput)"
         ),

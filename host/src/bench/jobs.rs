@@ -50,16 +50,16 @@ pub struct Throughput {
 const API_KEY: &str = "sk-bench";
 
 /// A server on a temporary data directory, talking to a fake OpenAI.
-struct Rig {
-    server: Running,
-    fake: FakeOpenAi,
+pub(super) struct Rig {
+    pub(super) server: Running,
+    pub(super) fake: FakeOpenAi,
     base: String,
     client: reqwest::Client,
     _dir: tempfile::TempDir,
 }
 
 impl Rig {
-    async fn start(limits: &[(&str, String)], latency: Duration) -> Result<Self, BenchError> {
+    pub(super) async fn start(limits: &[(&str, String)], latency: Duration) -> Result<Self, BenchError> {
         let fake = FakeOpenAi::start(API_KEY).await;
         fake.set_latency(latency);
         let dir = tempfile::tempdir()?;
@@ -76,12 +76,12 @@ impl Rig {
         Ok(Self { server, fake, base, client, _dir: dir })
     }
 
-    async fn add_user(&self, name: &str) -> Result<String, BenchError> {
+    pub(super) async fn add_user(&self, name: &str) -> Result<String, BenchError> {
         Ok(crate::users::add(&*self.server.store, name, now_ms()).await?.1)
     }
 
     /// Submits one file; the job id and how long the submit took.
-    async fn submit(&self, key: &str, audio: Vec<u8>) -> Result<(String, Duration), BenchError> {
+    pub(super) async fn submit(&self, key: &str, audio: Vec<u8>) -> Result<(String, Duration), BenchError> {
         let start = Instant::now();
         let form = reqwest::multipart::Form::new().part("file", reqwest::multipart::Part::bytes(audio).file_name("a.wav"));
         let response = self.client.post(format!("{}/v1/jobs", self.base)).bearer_auth(key).multipart(form).send().await?;
@@ -94,8 +94,17 @@ impl Rig {
         Ok((id.to_string(), start.elapsed()))
     }
 
+    /// Waits until no job is queued or running; every job, all succeeded.
+    pub(super) async fn finished_jobs(&self, ids: &[String], timeout: Duration) -> Result<Vec<Job>, BenchError> {
+        let jobs = self.ended_jobs(ids, timeout).await?;
+        if let Some(bad) = jobs.iter().find(|j| j.status != JobStatus::Succeeded) {
+            return Err(BenchError::Measure(format!("job {} ended {:?}: {:?}", bad.id, bad.status, bad.error)));
+        }
+        Ok(jobs)
+    }
+
     /// Waits until no job is queued or running, then reads every job.
-    async fn finished_jobs(&self, ids: &[String], timeout: Duration) -> Result<Vec<Job>, BenchError> {
+    pub(super) async fn ended_jobs(&self, ids: &[String], timeout: Duration) -> Result<Vec<Job>, BenchError> {
         let deadline = Instant::now() + timeout;
         while self.server.store.queue_length().await? > 0 {
             if Instant::now() > deadline {
@@ -107,9 +116,6 @@ impl Rig {
         for id in ids {
             let job = self.server.store.job_by_id(id).await?;
             jobs.push(job.ok_or_else(|| BenchError::Measure(format!("job {id} vanished")))?);
-        }
-        if let Some(bad) = jobs.iter().find(|j| j.status != JobStatus::Succeeded) {
-            return Err(BenchError::Measure(format!("job {} ended {:?}: {:?}", bad.id, bad.status, bad.error)));
         }
         Ok(jobs)
     }
@@ -176,7 +182,7 @@ pub async fn run_burst(settings: &Burst) -> Result<(), BenchError> {
 }
 
 /// The most arrivals within any window of one second.
-fn busiest_second(arrivals: &[Instant]) -> usize {
+pub(super) fn busiest_second(arrivals: &[Instant]) -> usize {
     let mut sorted = arrivals.to_vec();
     sorted.sort();
     let mut most = 0;
@@ -192,7 +198,7 @@ fn busiest_second(arrivals: &[Instant]) -> usize {
 
 /// Per user: when their first and last job finished; then the spread of
 /// the first and of the last completions across users.
-fn print_user_spread(jobs: &[Job], start_ms: i64) {
+pub(super) fn print_user_spread(jobs: &[Job], start_ms: i64) {
     let mut per_user: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
     for job in jobs {
         let done = job.finished_at_ms.unwrap_or(start_ms) - start_ms;

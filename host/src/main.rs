@@ -96,21 +96,11 @@ enum BenchCommand {
     /// limits as the provider saw them, per-user completion spread (needs a
     /// build with `--features bench`).
     Burst {
-        /// Users submitting at once.
-        #[arg(long, default_value_t = 10)]
-        users: u32,
         /// Distinct files per user.
         #[arg(long, default_value_t = 100)]
         jobs_per_user: u32,
-        /// Provider calls per minute.
-        #[arg(long, default_value_t = 1800)]
-        rate: u32,
-        /// Provider calls at once.
-        #[arg(long, default_value_t = 5)]
-        concurrency: u32,
-        /// The fake provider's latency per call, in ms.
-        #[arg(long, default_value_t = 50)]
-        latency_ms: u64,
+        #[command(flatten)]
+        load: Load,
     },
     /// A load scenario of the brief in scaled time: `ramp` (users join one
     /// by one), `sustained` (a steady stream at 90 % of the limit) or
@@ -120,18 +110,8 @@ enum BenchCommand {
         /// ramp, sustained or recovery.
         #[arg(value_parser = ["ramp", "sustained", "recovery"])]
         name: String,
-        /// Users (the ramp's final count).
-        #[arg(long, default_value_t = 10)]
-        users: u32,
-        /// Provider calls per minute.
-        #[arg(long, default_value_t = 1800)]
-        rate: u32,
-        /// Provider calls at once.
-        #[arg(long, default_value_t = 5)]
-        concurrency: u32,
-        /// The fake provider's latency per call, in ms.
-        #[arg(long, default_value_t = 50)]
-        latency_ms: u64,
+        #[command(flatten)]
+        load: Load,
         /// How long submissions go on, in seconds.
         #[arg(long, default_value_t = 60)]
         seconds: u64,
@@ -149,6 +129,23 @@ enum BenchCommand {
         #[arg(long, default_value_t = 32)]
         concurrency: u32,
     },
+}
+
+/// The load of a whole-job bench: users, the provider's limits, its latency.
+#[derive(clap::Args)]
+struct Load {
+    /// Users submitting (a ramp's final count).
+    #[arg(long, default_value_t = 10)]
+    users: u32,
+    /// Provider calls per minute.
+    #[arg(long, default_value_t = 1800)]
+    rate: u32,
+    /// Provider calls at once.
+    #[arg(long, default_value_t = 5)]
+    concurrency: u32,
+    /// The fake provider's latency per call, in ms.
+    #[arg(long, default_value_t = 50)]
+    latency_ms: u64,
 }
 
 #[tokio::main]
@@ -203,9 +200,10 @@ async fn run_bench(what: BenchCommand) -> anyhow::Result<()> {
             Ok(bench::run_plugins(&PluginBench { iterations, swaps, provider }).await?)
         }
         #[cfg(feature = "bench")]
-        BenchCommand::Burst { users, jobs_per_user, rate, concurrency, latency_ms } => {
-            let latency = std::time::Duration::from_millis(latency_ms);
-            let settings = bench::Burst { users, jobs_per_user, rate_per_minute: rate, concurrency, latency };
+        BenchCommand::Burst { jobs_per_user, load } => {
+            let latency = std::time::Duration::from_millis(load.latency_ms);
+            let settings =
+                bench::Burst { users: load.users, jobs_per_user, rate_per_minute: load.rate, concurrency: load.concurrency, latency };
             Ok(bench::run_burst(&settings).await?)
         }
         #[cfg(feature = "bench")]
@@ -213,7 +211,7 @@ async fn run_bench(what: BenchCommand) -> anyhow::Result<()> {
             Ok(bench::run_throughput(&bench::Throughput { jobs, clients, concurrency }).await?)
         }
         #[cfg(feature = "bench")]
-        BenchCommand::Scenario { name, users, rate, concurrency, latency_ms, seconds } => {
+        BenchCommand::Scenario { name, load, seconds } => {
             let scenario = match name.as_str() {
                 "ramp" => bench::Scenario::Ramp,
                 "sustained" => bench::Scenario::Sustained,
@@ -221,10 +219,10 @@ async fn run_bench(what: BenchCommand) -> anyhow::Result<()> {
             };
             let settings = bench::ScenarioSettings {
                 scenario,
-                users,
-                rate_per_minute: rate,
-                concurrency,
-                latency: std::time::Duration::from_millis(latency_ms),
+                users: load.users,
+                rate_per_minute: load.rate,
+                concurrency: load.concurrency,
+                latency: std::time::Duration::from_millis(load.latency_ms),
                 duration: std::time::Duration::from_secs(seconds),
             };
             Ok(bench::run_scenario(&settings).await?)

@@ -134,23 +134,9 @@ pub async fn run_burst(settings: &Burst) -> Result<(), BenchError> {
     }
     let start_ms = now_ms();
     let start = Instant::now();
-    let mut submitters = Vec::new();
-    for (u, key) in keys.into_iter().enumerate() {
-        let rig = rig.clone();
-        let per_user = settings.jobs_per_user;
-        submitters.push(tokio::spawn(async move {
-            let mut ids = Vec::with_capacity(per_user as usize);
-            for j in 0..per_user {
-                let audio = scribe_fakes::wav(u as u32 * 100_000 + j, 400);
-                ids.push(rig.submit(&key, audio).await?.0);
-            }
-            Ok::<_, BenchError>(ids)
-        }));
-    }
-    let mut ids = Vec::new();
-    for submitter in submitters {
-        ids.extend(submitter.await.map_err(|e| BenchError::Measure(e.to_string()))??);
-    }
+    // Everyone's files at once: each user submits them back to back.
+    let plan = vec![vec![Duration::ZERO; settings.jobs_per_user as usize]; settings.users as usize];
+    let ids = submit_on_schedule(&rig, keys, plan, start).await?;
     let submitted_in = start.elapsed();
     let jobs = rig.finished_jobs(&ids, Duration::from_secs(3600)).await?;
 
@@ -179,6 +165,34 @@ pub async fn run_burst(settings: &Burst) -> Result<(), BenchError> {
     );
     print_user_spread(&jobs, start_ms);
     Ok(())
+}
+
+/// Submits, for each user (`keys[u]`), one distinct file at each offset of
+/// `plan[u]` from `start` (users in parallel, each user's in order); the
+/// job ids.
+pub(super) async fn submit_on_schedule(
+    rig: &Arc<Rig>,
+    keys: Vec<String>,
+    plan: Vec<Vec<Duration>>,
+    start: Instant,
+) -> Result<Vec<String>, BenchError> {
+    let mut submitters = Vec::new();
+    for (u, (key, times)) in keys.into_iter().zip(plan).enumerate() {
+        let rig = rig.clone();
+        submitters.push(tokio::spawn(async move {
+            let mut ids = Vec::with_capacity(times.len());
+            for (j, at) in times.into_iter().enumerate() {
+                tokio::time::sleep_until((start + at).into()).await;
+                ids.push(rig.submit(&key, scribe_fakes::wav(u as u32 * 100_000 + j as u32, 400)).await?.0);
+            }
+            Ok::<_, BenchError>(ids)
+        }));
+    }
+    let mut ids = Vec::new();
+    for submitter in submitters {
+        ids.extend(submitter.await.map_err(|e| BenchError::Measure(e.to_string()))??);
+    }
+    Ok(ids)
 }
 
 /// The most arrivals within any window of one second.

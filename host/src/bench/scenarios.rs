@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::jobs::{busiest_second, print_user_spread, Rig};
+use super::jobs::{busiest_second, print_user_spread, submit_on_schedule, Rig};
 use super::{BenchError, Summary};
 use crate::clock::now_ms;
 use crate::store::{Job, JobStatus};
@@ -90,22 +90,7 @@ pub async fn run_scenario(settings: &ScenarioSettings) -> Result<(), BenchError>
             rig.fake.clear_faults();
         });
     }
-    let mut submitters = Vec::new();
-    for (u, (key, times)) in keys.into_iter().zip(plan).enumerate() {
-        let rig = rig.clone();
-        submitters.push(tokio::spawn(async move {
-            let mut ids = Vec::with_capacity(times.len());
-            for (j, at) in times.into_iter().enumerate() {
-                tokio::time::sleep_until((start + at).into()).await;
-                ids.push(rig.submit(&key, scribe_fakes::wav(u as u32 * 100_000 + j as u32, 400)).await?.0);
-            }
-            Ok::<_, BenchError>(ids)
-        }));
-    }
-    let mut ids = Vec::new();
-    for submitter in submitters {
-        ids.extend(submitter.await.map_err(|e| BenchError::Measure(e.to_string()))??);
-    }
+    let ids = submit_on_schedule(&rig, keys, plan, start).await?;
     let last_submit = start.elapsed();
     let jobs = rig.ended_jobs(&ids, Duration::from_secs(3600)).await?;
     report(settings, &rig, &jobs, start_ms, last_submit);

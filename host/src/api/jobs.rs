@@ -183,7 +183,7 @@ async fn cancel(
     let user = require_user(&*state.store, &headers).await?;
     let (job, changed) = state.store.cancel_job(&user.id, &id, now_ms()).await.map_err(store_problem)?.ok_or_else(|| not_found(&id))?;
     if changed {
-        state.metrics.job_finished(&job.spec.provider, "canceled", (now_ms() - job.created_at_ms) as f64 / 1000.0);
+        state.metrics.job_finished(&job.spec.provider, "canceled", job.age_seconds(now_ms()));
     }
     match job.status {
         JobStatus::Canceled => Ok(Json(JobView::from(&job))),

@@ -51,9 +51,15 @@ pub(super) async fn transcript(
             format!("job {id} is {}: a transcript exists once it succeeded", job.status.as_str()),
         ));
     }
-    let stored = state.store.transcript(&id).await.map_err(store_problem)?;
+    rendered(&state, &id, format).await
+}
+
+/// A succeeded job's stored transcript rendered in `format`, with its
+/// content type (this route's and the OpenAI-compatible route's answer).
+pub(super) async fn rendered(state: &AppState, job_id: &str, format: Format) -> Result<Response, Problem> {
+    let stored = state.store.transcript(job_id).await.map_err(store_problem)?;
     let transcript: Transcript = stored.as_deref().and_then(|json| serde_json::from_str(json).ok()).ok_or_else(|| {
-        tracing::error!(job = %id, "a succeeded job has no readable transcript");
+        tracing::error!(job = %job_id, "a succeeded job has no readable transcript");
         Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "the stored transcript cannot be read")
     })?;
     Ok(([(header::CONTENT_TYPE, format.content_type())], formats::render(&transcript, format)).into_response())

@@ -25,8 +25,7 @@ use super::intake::{check_fields, default_provider, enqueue, read_form, Fields};
 use super::jobs::store_problem;
 use super::problem::Problem;
 use super::AppState;
-use crate::formats::{self, Format};
-use crate::plugins::types::Transcript;
+use crate::formats::Format;
 use crate::store::{Inserted, Job, JobStatus};
 
 /// The OpenAI-compatible route. Its upload limit is
@@ -209,15 +208,7 @@ async fn wait_until_ended(state: &AppState, mut job: Job, mut events: broadcast:
 /// the error that ended it.
 async fn answer(state: &AppState, job: &Job, format: Format) -> Result<Response, OpenAiError> {
     match job.status {
-        JobStatus::Succeeded => {
-            let stored = state.store.transcript(&job.id).await.map_err(store_problem)?;
-            let transcript: Transcript = stored
-                .as_deref()
-                .and_then(|json| serde_json::from_str(json).ok())
-                .ok_or_else(|| OpenAiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the stored transcript cannot be read"))?;
-            let body = formats::render(&transcript, format);
-            Ok(([(header::CONTENT_TYPE, format.content_type())], body).into_response())
-        }
+        JobStatus::Succeeded => Ok(super::jobs_transcript::rendered(state, &job.id, format).await?),
         JobStatus::Canceled => Err(OpenAiError::new(StatusCode::CONFLICT, format!("job {} was canceled", job.id))),
         _ => Err(failure(job)),
     }

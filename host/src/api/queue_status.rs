@@ -53,8 +53,7 @@ async fn document(state: &AppState) -> Result<(Value, Value), Problem> {
         open.iter().filter(|o| o.provider == provider && o.status == status).map(|o| o.count).sum()
     };
     let recent = state.activity.recent(Instant::now());
-    let mut users: std::collections::HashSet<String> = state.store.users_with_open_jobs().await.map_err(store_problem)?.into_iter().collect();
-    users.extend(recent.users.iter().cloned());
+    let active_users = active_users(state, &recent).await?;
     let default = default_provider(state);
     let limits = crate::scheduler::provider_limits(&state.config, &state.plugins, default);
     let pool = state.store.pool_usage();
@@ -72,7 +71,7 @@ async fn document(state: &AppState) -> Result<(Value, Value), Problem> {
             "errorRate": recent.error_rate,
             "requestsPerMinute": recent.submits,
             "memoryUsage": crate::process::resident_memory_bytes(),
-            "activeUsers": users.len(),
+            "activeUsers": active_users,
         },
         "database": {
             "current": pool.in_use,
@@ -103,6 +102,14 @@ async fn document(state: &AppState) -> Result<(Value, Value), Problem> {
     Ok((doc, Value::Object(detail)))
 }
 
+/// Users with a job queued or running, or a submit in the activity window.
+async fn active_users(state: &AppState, recent: &crate::activity::Recent) -> Result<usize, Problem> {
+    let mut users: std::collections::HashSet<String> =
+        state.store.users_with_open_jobs().await.map_err(store_problem)?.into_iter().collect();
+    users.extend(recent.users.iter().cloned());
+    Ok(users.len())
+}
+
 /// Sets the gauges a scrape reads from the current state: jobs queued and
 /// running, the pool, memory.
 pub(super) async fn refresh_gauges(state: &AppState) -> Result<(), Problem> {
@@ -125,9 +132,7 @@ pub(super) async fn refresh_gauges(state: &AppState) -> Result<(), Problem> {
         metrics.calls_last_minute.with_label_values(&[name]).set(recent.calls_started.get(name).copied().unwrap_or(0) as i64);
         metrics.rate_limit_per_minute.with_label_values(&[name]).set(limits.rate.map_or(0, |r| i64::from(r.per_minute)));
     }
-    let mut users: std::collections::HashSet<String> = state.store.users_with_open_jobs().await.map_err(store_problem)?.into_iter().collect();
-    users.extend(recent.users);
-    metrics.active_users.set(users.len() as i64);
+    metrics.active_users.set(active_users(state, &recent).await? as i64);
     for o in &open {
         metrics.queue_jobs.with_label_values(&[&o.provider, o.status.as_str()]).set(o.count as i64);
     }

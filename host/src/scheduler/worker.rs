@@ -46,7 +46,7 @@ impl Scheduler {
             Ok(transcript_json) => {
                 let done = self.parts.store.succeed(&job.id, &self.parts.owner, &transcript_json, crate::clock::now_ms()).await;
                 if matches!(done, Ok(true)) {
-                    self.parts.metrics.job_finished(&job.spec.provider, "succeeded", job_age_seconds(&job));
+                    self.parts.metrics.job_finished(&job.spec.provider, "succeeded", job.age_seconds(crate::clock::now_ms()));
                 }
                 done
             }
@@ -116,7 +116,7 @@ impl Scheduler {
             RetryDecision::GiveUp => {
                 let done = store.fail(&job.id, &self.parts.owner, &job_error, now_ms).await;
                 if matches!(done, Ok(true)) {
-                    self.parts.metrics.job_finished(provider, "failed", job_age_seconds(job));
+                    self.parts.metrics.job_finished(provider, "failed", job.age_seconds(crate::clock::now_ms()));
                 }
                 done
             }
@@ -138,11 +138,6 @@ impl Scheduler {
             }
         })
     }
-}
-
-/// Seconds since `job` was submitted.
-fn job_age_seconds(job: &Job) -> f64 {
-    (crate::clock::now_ms() - job.created_at_ms) as f64 / 1000.0
 }
 
 fn job_error(error: &ProviderError) -> JobError {

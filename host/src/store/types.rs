@@ -125,6 +125,13 @@ pub struct Job {
     pub lease_until_ms: Option<i64>,
 }
 
+impl Job {
+    /// Seconds from its submit to `now_ms`.
+    pub fn age_seconds(&self, now_ms: i64) -> f64 {
+        (now_ms - self.created_at_ms) as f64 / 1000.0
+    }
+}
+
 /// A job to insert.
 #[derive(Debug, Clone)]
 pub struct NewJob {

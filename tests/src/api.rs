@@ -126,6 +126,16 @@ impl Env {
         self.client.get(format!("{}{path}", self.base)).bearer_auth(key).send().await.expect("GET")
     }
 
+    /// Waits (up to 30 s) until Ann's job `id` has `status`; the job then.
+    pub async fn job_reaching(&self, id: &str, status: &str) -> Value {
+        let path = format!("/v1/jobs/{id}");
+        crate::wait_until(&format!("job {id} to be {status}"), std::time::Duration::from_secs(30), || async {
+            self.get(&self.ann, &path).await.json::<Value>().await.expect("job JSON")["status"] == status
+        })
+        .await;
+        self.get(&self.ann, &path).await.json().await.expect("job JSON")
+    }
+
     /// `DELETE /v1/jobs/{id}` as `key`.
     pub async fn delete(&self, key: &str, id: &str) -> reqwest::Response {
         self.client.delete(format!("{}/v1/jobs/{id}", self.base)).bearer_auth(key).send().await.expect("DELETE")

@@ -7,7 +7,6 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use scribe_tests::api::{form, serve_dispatching, Env};
 use scribe_tests::fake_openai::{transcript_text, FakeOpenAi};
-use scribe_tests::wait_until;
 use serde_json::Value;
 
 async fn dispatching(fake: &FakeOpenAi) -> Env {
@@ -21,12 +20,7 @@ async fn submit(env: &Env, audio: &[u8], fields: &[(&str, &str)]) -> Value {
 }
 
 async fn until_succeeded(env: &Env, job: &Value) -> Value {
-    let path = format!("/v1/jobs/{}", job["id"].as_str().unwrap());
-    wait_until("the job to succeed", Duration::from_secs(30), || async {
-        env.get(&env.ann, &path).await.json::<Value>().await.unwrap()["status"] == "succeeded"
-    })
-    .await;
-    env.get(&env.ann, &path).await.json().await.unwrap()
+    env.job_reaching(job["id"].as_str().unwrap(), "succeeded").await
 }
 
 async fn transcript(env: &Env, job: &Value) -> String {

@@ -207,12 +207,7 @@ async fn submitted_jobs_run_through_the_provider_and_succeed() {
         ids.push(response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string());
     }
     for id in &ids {
-        let path = format!("/v1/jobs/{id}");
-        scribe_tests::wait_until("the job to succeed", std::time::Duration::from_secs(30), || async {
-            env.get(&env.ann, &path).await.json::<Value>().await.unwrap()["status"] == "succeeded"
-        })
-        .await;
-        let job: Value = env.get(&env.ann, &path).await.json().await.unwrap();
+        let job = env.job_reaching(id, "succeeded").await;
         assert_eq!(job["attempts"], 1);
         assert!(job["finished_at"].is_string(), "{job}");
     }

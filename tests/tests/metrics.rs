@@ -3,12 +3,10 @@
 //! once, retries and cache hits counted), and `promtool` finds nothing to
 //! fix in the live output or in the shipped alert rules.
 
-use std::time::Duration;
 
 use reqwest::StatusCode;
 use scribe_tests::api::{form, serve_dispatching, Env};
 use scribe_tests::fake_openai::{FakeOpenAi, Scripted};
-use scribe_tests::wait_until;
 use serde_json::Value;
 
 const ADMIN: &str = "admin-secret-key";
@@ -19,11 +17,7 @@ async fn submit(env: &Env, seed: u32) -> String {
 }
 
 async fn until_status(env: &Env, id: &str, status: &str) {
-    let path = format!("/v1/jobs/{id}");
-    wait_until(&format!("job {id} to be {status}"), Duration::from_secs(30), || async {
-        env.get(&env.ann, &path).await.json::<Value>().await.unwrap()["status"] == status
-    })
-    .await;
+    env.job_reaching(id, status).await;
 }
 
 /// The value of the sample `series` (name and labels as Prometheus prints

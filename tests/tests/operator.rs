@@ -6,7 +6,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use scribe_tests::api::{form, serve, serve_dispatching, Env};
 use scribe_tests::fake_openai::FakeOpenAi;
-use scribe_tests::{problem, wait_until};
+use scribe_tests::problem;
 use serde_json::Value;
 
 const ADMIN: &str = "admin-secret-key";
@@ -55,11 +55,7 @@ async fn a_paused_provider_gets_no_calls_and_its_jobs_finish_after_resume() {
     let resumed = admin_post(&env, "/admin/providers/openai-whisper/resume", ADMIN).await;
     assert_eq!(resumed.json::<Value>().await.unwrap()["paused"], false);
     for id in &ids {
-        let path = format!("/v1/jobs/{id}");
-        wait_until("the job to succeed after the resume", Duration::from_secs(30), || async {
-            env.get(&env.ann, &path).await.json::<Value>().await.unwrap()["status"] == "succeeded"
-        })
-        .await;
+        env.job_reaching(id, "succeeded").await;
     }
     assert_eq!(fake.calls(), 3);
 }

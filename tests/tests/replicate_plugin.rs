@@ -158,12 +158,9 @@ async fn a_job_for_replicate_runs_end_to_end() {
     let form = scribe_tests::api::form(Some(&audio), &[("response_format", "vtt")]);
     let job: Value = env.submit(&env.ann, form).send().await.unwrap().json().await.unwrap();
     assert_eq!(job["provider"], "replicate", "the default provider with only REPLICATE_API_TOKEN set");
-    let path = format!("/v1/jobs/{}", job["id"].as_str().unwrap());
-    scribe_tests::wait_until("the job to succeed", Duration::from_secs(30), || async {
-        env.get(&env.ann, &path).await.json::<Value>().await.unwrap()["status"] == "succeeded"
-    })
-    .await;
-    let vtt = env.get(&env.ann, &format!("{path}/transcript")).await.text().await.unwrap();
+    let id = job["id"].as_str().unwrap();
+    env.job_reaching(id, "succeeded").await;
+    let vtt = env.get(&env.ann, &format!("/v1/jobs/{id}/transcript")).await.text().await.unwrap();
     let (first, _) = halves(&transcript_text(&audio));
     assert!(vtt.starts_with(&format!("WEBVTT\n\n00:00:00.000 --> 00:00:01.000\n{}\n", first.trim())), "{vtt}");
 }

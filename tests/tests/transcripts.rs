@@ -5,7 +5,7 @@
 use reqwest::StatusCode;
 use scribe_tests::api::{form, serve, serve_dispatching};
 use scribe_tests::fake_openai::{transcript_text, FakeOpenAi};
-use scribe_tests::{problem, wait_until};
+use scribe_tests::problem;
 use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -16,10 +16,7 @@ async fn a_finished_job_reads_in_every_format_from_one_call() {
     let fields = [("response_format", "srt"), ("language", "fr")];
     let job: Value = env.submit(&env.ann, form(Some(&audio), &fields)).send().await.unwrap().json().await.unwrap();
     let id = job["id"].as_str().unwrap().to_string();
-    wait_until("the job to succeed", std::time::Duration::from_secs(30), || async {
-        env.get(&env.ann, &format!("/v1/jobs/{id}")).await.json::<Value>().await.unwrap()["status"] == "succeeded"
-    })
-    .await;
+    env.job_reaching(&id, "succeeded").await;
 
     let text = transcript_text(&audio);
     let words: Vec<&str> = text.split(' ').collect();

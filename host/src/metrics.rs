@@ -45,6 +45,10 @@ pub struct Metrics {
     pub db_pool_connections: IntGaugeVec,
     /// `scribe_db_pool_max_connections`: `DB_POOL_SIZE`.
     pub db_pool_max: IntGauge,
+    /// `scribe_db_pool_acquire_duration_seconds`: how long reads waited
+    /// for a pooled connection (a pool too small for the load shows here
+    /// before requests time out after `DB_TIMEOUT`).
+    pub db_pool_acquire_seconds: prometheus::Histogram,
     /// `scribe_process_resident_memory_bytes`.
     pub resident_memory: IntGauge,
     /// `scribe_job_duration_seconds{provider,outcome}`: submit to final status.
@@ -149,6 +153,12 @@ impl Metrics {
         let queue_jobs = gauge_vec("queue_jobs", "Jobs queued or running.", &["provider", "status"]);
         let db_pool_connections = gauge_vec("db_pool_connections", "Database connections by state.", &["state"]);
         let db_pool_max = gauge("db_pool_max_connections", "The most database connections (DB_POOL_SIZE).");
+        let db_pool_acquire_seconds = prometheus::Histogram::with_opts(
+            HistogramOpts::new("db_pool_acquire_duration_seconds", "Waits for a pooled database connection.")
+                .buckets(vec![0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]),
+        )
+        .expect("valid metric");
+        registry.register(Box::new(db_pool_acquire_seconds.clone())).expect("unique metric");
         let resident_memory = gauge("process_resident_memory_bytes", "Resident memory of the process.");
         let memory_limit = gauge("process_memory_limit_bytes", "The memory limit (cgroup, or SCRIBE_MEMORY_LIMIT_MB).");
         Self {
@@ -167,6 +177,7 @@ impl Metrics {
             queue_jobs,
             db_pool_connections,
             db_pool_max,
+            db_pool_acquire_seconds,
             resident_memory,
             memory_limit,
             job_seconds,

@@ -106,6 +106,8 @@ pub async fn start_on(config: Config, listener: TcpListener) -> Result<Running, 
     let plugins = Plugins::start(&config, metrics.clone()).await?;
     let watcher = plugins.watch()?;
     let store = store::open(&config).await?;
+    let acquire_seconds = metrics.db_pool_acquire_seconds.clone();
+    store.observe_acquires(Arc::new(move |waited| acquire_seconds.observe(waited.as_secs_f64())));
     let audio: Arc<dyn AudioStore> = Arc::new(LocalAudioStore::new(config.data_dir.join("audio")));
     let wake = Arc::new(Notify::new());
     let cache = Arc::new(TranscriptCache::new(&config, store.clone(), metrics.clone()));

@@ -62,6 +62,9 @@ async fn job_counters_match_a_scripted_run() {
     assert_eq!(sample(&text, &format!("scribe_provider_call_duration_seconds_count{{{p}}}")), 4.0, "one observation per call");
     assert_eq!(sample(&text, &format!("scribe_queue_jobs{{{p},status=\"queued\"}}")), 0.0, "the canceled job left the queue");
     assert_eq!(sample(&text, "scribe_db_pool_max_connections"), 20.0);
+    let acquires = sample(&text, "scribe_db_pool_acquire_duration_seconds_count");
+    assert!(acquires >= 5.0, "every job read waited for a connection, and was timed: {acquires}");
+    assert_eq!(sample(&text, "scribe_db_pool_acquire_duration_seconds_bucket{le=\"+Inf\"}"), acquires);
     assert!(sample(&text, "scribe_process_resident_memory_bytes") > 1e6);
     let http = "scribe_http_request_duration_seconds_count{method=\"POST\",route=\"/v1/jobs\",status=\"202\"}";
     assert_eq!(sample(&text, http), 5.0, "requests are labelled by route pattern");

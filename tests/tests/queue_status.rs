@@ -27,7 +27,7 @@ async fn the_document_has_every_field_with_the_runs_values() {
     let keys: Vec<&str> = status.as_object().unwrap().keys().map(String::as_str).collect();
     assert_eq!(keys, ["cache", "database", "queue", "system"], "the public form has the brief's sections only");
     for (section, fields) in [
-        ("queue", &["queueLength", "processing", "requestsThisMinute", "rateLimitPerMinute"][..]),
+        ("queue", &["queueLength", "processing", "maxConcurrent", "requestsThisMinute", "rateLimitPerMinute"][..]),
         ("system", &["averageResponseTime", "errorRate", "requestsPerMinute", "memoryUsage", "activeUsers"][..]),
         ("database", &["current", "max", "utilization"][..]),
         ("cache", &["hits", "misses", "hitRate"][..]),
@@ -38,6 +38,7 @@ async fn the_document_has_every_field_with_the_runs_values() {
     }
     let q = &status["queue"];
     assert_eq!((q["processing"].as_u64(), q["queueLength"].as_u64()), (Some(2), Some(4)), "{status}");
+    assert_eq!(q["maxConcurrent"], 2, "the cap the processing count runs against");
     assert_eq!(q["requestsThisMinute"], 2);
     assert_eq!(q["rateLimitPerMinute"], 6000);
     let s = &status["system"];
@@ -68,4 +69,10 @@ async fn the_document_has_every_field_with_the_runs_values() {
     assert!(done["system"]["averageResponseTime"].as_f64().unwrap() >= 1500.0, "{done}");
     assert_eq!(done["system"]["errorRate"], 0.0);
     assert_eq!((done["cache"]["hits"].as_u64(), done["cache"]["hitRate"].as_f64()), (Some(0), Some(0.0)));
+    let admin: Value =
+        env.client.post(format!("{}/api/queue-status", env.base)).bearer_auth(ADMIN).send().await.unwrap().json().await.unwrap();
+    for name in ["ann", "bob"] {
+        let user = &admin["users"][name];
+        assert_eq!((user["queued"].as_u64(), user["running"].as_u64(), user["succeeded"].as_u64()), (Some(0), Some(0), Some(3)), "{name}'s progress: {user}");
+    }
 }

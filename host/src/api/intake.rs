@@ -35,17 +35,26 @@ const PROVIDER_SECRETS: &[(&str, &str, &str)] =
     &[("openai-whisper", "api_key", "OPENAI_API_KEY"), ("replicate", "api_token", "REPLICATE_API_TOKEN")];
 
 /// The fields of a submit, as sent (multipart text or JSON).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Fields {
+    /// The audio's address, fetched by Scribe (JSON submits only).
     pub(super) audio_url: Option<String>,
+    /// A loaded provider plugin; default: the configured default provider.
     pub(super) provider: Option<String>,
+    /// The language spoken (ISO-639-1).
     pub(super) language: Option<String>,
+    /// Text to guide the model.
     pub(super) prompt: Option<String>,
+    /// Sampling temperature, 0 to 1.
     #[serde(default, deserialize_with = "number_or_string")]
+    #[schema(value_type = Option<f32>)]
     pub(super) temperature: Option<String>,
+    /// `low`, `normal` (default) or `high`.
     pub(super) priority: Option<String>,
+    /// `json` (default), `text`, `srt`, `vtt` or `verbose_json`.
     pub(super) response_format: Option<String>,
+    /// The provider's model.
     pub(super) model: Option<String>,
 }
 

@@ -13,13 +13,13 @@ use std::time::{Duration, UNIX_EPOCH};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::auth::require_user;
-use super::jobs_submit::submit;
-use super::jobs_transcript::transcript;
 use super::problem::Problem;
 use super::AppState;
 use crate::clock::now_ms;
@@ -33,16 +33,16 @@ pub const MAX_LIST_LIMIT: u32 = 200;
 
 /// The jobs routes. The submit route sets its own upload limit
 /// (`SCRIBE_MAX_UPLOAD_BYTES`), so axum's default body limit is off here.
-pub fn routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/v1/jobs", post(submit).get(list))
-        .route("/v1/jobs/{id}", get(show).delete(cancel))
-        .route("/v1/jobs/{id}/transcript", get(transcript))
+pub fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(super::jobs_submit::submit, list))
+        .routes(routes!(show, cancel))
+        .routes(routes!(super::jobs_transcript::transcript))
         .layer(DefaultBodyLimit::disable())
 }
 
 /// A job as the API shows it (design.md, "HTTP surface").
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct JobView {
     /// Id (a UUID v7).
     pub id: String,
@@ -51,6 +51,7 @@ pub struct JobView {
     /// The provider plugin.
     pub provider: String,
     /// `low`, `normal` or `high`.
+    #[schema(value_type = String, example = "normal")]
     pub priority: &'static str,
     /// Attempts started so far.
     pub attempts: u32,
@@ -118,6 +119,9 @@ fn not_found(id: &str) -> Problem {
 }
 
 /// `GET /v1/jobs/{id}`: one of the caller's jobs.
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", security(("user_key" = [])),
+    params(("id" = String, Path, description = "The job's id")),
+    responses((status = OK, body = JobView), (status = NOT_FOUND, description = "No such job of the caller's (another user's job included)", body = Problem, content_type = "application/problem+json"), (status = UNAUTHORIZED, description = "No or an unknown API key", body = Problem, content_type = "application/problem+json")))]
 async fn show(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -129,14 +133,19 @@ async fn show(
 }
 
 /// `GET /v1/jobs` query: both optional, as decimal integers.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Jobs per page: 1 to 200, default 50.
+    #[param(value_type = Option<u32>)]
     limit: Option<String>,
+    /// Jobs to skip, default 0.
+    #[param(value_type = Option<u32>)]
     offset: Option<String>,
 }
 
 /// A page of the caller's jobs.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct JobPage {
     /// Newest first.
     jobs: Vec<JobView>,
@@ -147,6 +156,8 @@ struct JobPage {
 }
 
 /// `GET /v1/jobs?limit=&offset=`: the caller's jobs, newest first.
+#[utoipa::path(get, path = "/v1/jobs", tag = "jobs", security(("user_key" = [])), params(ListQuery),
+    responses((status = OK, body = JobPage), (status = BAD_REQUEST, description = "A bad limit or offset", body = Problem, content_type = "application/problem+json"), (status = UNAUTHORIZED, description = "No or an unknown API key", body = Problem, content_type = "application/problem+json")))]
 async fn list(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -175,6 +186,11 @@ async fn list(
 /// `DELETE /v1/jobs/{id}`: cancels a queued job of the caller's. A job
 /// already canceled answers 200 again (the request's aim holds); a running
 /// or finished one answers 409 naming its status.
+#[utoipa::path(delete, path = "/v1/jobs/{id}", tag = "jobs", security(("user_key" = [])),
+    params(("id" = String, Path, description = "The job's id")),
+    responses((status = OK, description = "Canceled (now or before)", body = JobView),
+              (status = CONFLICT, description = "Running or finished: only a queued job can be canceled", body = Problem, content_type = "application/problem+json"),
+              (status = NOT_FOUND, description = "No such job of the caller's (another user's job included)", body = Problem, content_type = "application/problem+json"), (status = UNAUTHORIZED, description = "No or an unknown API key", body = Problem, content_type = "application/problem+json")))]
 async fn cancel(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,

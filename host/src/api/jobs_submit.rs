@@ -20,9 +20,32 @@ const MAX_JSON_BYTES: u64 = 64 * 1024;
 /// The longest `Idempotency-Key`.
 const MAX_IDEMPOTENCY_KEY_BYTES: usize = 255;
 
+/// The multipart submit, as the OpenAPI document shows it.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[allow(dead_code)] // read field by field by `read_form`; this type only documents it
+struct MultipartSubmit {
+    /// The audio (wav, mp3, flac, ogg, webm, m4a; recognised by content).
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+    /// The other fields, as in a JSON submit (`audio_url` excepted).
+    #[serde(flatten)]
+    fields: Fields,
+}
+
 /// `POST /v1/jobs`: multipart (`file` + fields) or JSON (`audio_url` +
 /// fields). 202 with a new job, 200 with the job an earlier submit with the
 /// same `Idempotency-Key` created.
+#[utoipa::path(post, path = "/v1/jobs", tag = "jobs", security(("user_key" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retried submit return the same job")),
+    request_body(content((MultipartSubmit = "multipart/form-data"), (Fields = "application/json"))),
+    responses((status = ACCEPTED, description = "Queued", body = JobView),
+              (status = OK, description = "The job an earlier submit with this Idempotency-Key created", body = JobView),
+              (status = BAD_REQUEST, description = "A missing, empty or bad field", body = Problem, content_type = "application/problem+json"),
+              (status = UNAUTHORIZED, description = "No or an unknown API key", body = Problem, content_type = "application/problem+json"),
+              (status = PAYLOAD_TOO_LARGE, description = "Over SCRIBE_MAX_UPLOAD_BYTES", body = Problem, content_type = "application/problem+json"),
+              (status = UNSUPPORTED_MEDIA_TYPE, description = "Not audio, or a format the provider does not take", body = Problem, content_type = "application/problem+json"),
+              (status = UNPROCESSABLE_ENTITY, description = "The audio_url could not be fetched", body = Problem, content_type = "application/problem+json"),
+              (status = TOO_MANY_REQUESTS, description = "The queue is full (SCRIBE_MAX_QUEUE_LENGTH); see Retry-After", body = Problem, content_type = "application/problem+json")))]
 pub(super) async fn submit(
     State(state): State<Arc<AppState>>,
     request: Request,

@@ -19,14 +19,22 @@ use crate::plugins::types::Transcript;
 use crate::store::JobStatus;
 
 /// The query: an optional `format`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct TranscriptQuery {
+    /// `json`, `text`, `srt`, `vtt` or `verbose_json`; default: the job's `response_format`.
     format: Option<String>,
 }
 
 /// The transcript of one of the caller's jobs: 404 for an unknown (or
 /// another user's) job, 409 while it is not succeeded, 400 for an unknown
 /// format.
+#[utoipa::path(get, path = "/v1/jobs/{id}/transcript", tag = "jobs", security(("user_key" = [])),
+    params(("id" = String, Path, description = "The job's id"), TranscriptQuery),
+    responses((status = OK, description = "The transcript in the format asked for (JSON, text/plain, application/x-subrip or text/vtt)"),
+              (status = BAD_REQUEST, description = "An unknown format", body = Problem, content_type = "application/problem+json"),
+              (status = CONFLICT, description = "The job has not succeeded", body = Problem, content_type = "application/problem+json"),
+              (status = NOT_FOUND, description = "No such job of the caller's (another user's job included)", body = Problem, content_type = "application/problem+json"), (status = UNAUTHORIZED, description = "No or an unknown API key", body = Problem, content_type = "application/problem+json")))]
 pub(super) async fn transcript(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,

@@ -1,10 +1,16 @@
 //! The HTTP surface, one file per route family. Handlers validate, call the
 //! runtime's public API and answer; errors leave as problem JSON
 //! ([`problem::Problem`]).
+//!
+//! Every route is registered through utoipa's `OpenApiRouter` from its
+//! handler's `#[utoipa::path]`, so `GET /openapi.json` is built from the
+//! same declarations the router serves and cannot drift from it.
 
 pub mod admin;
 pub mod auth;
 pub mod body;
+mod dashboard;
+mod openapi;
 mod intake;
 pub mod jobs;
 mod openai_compat;
@@ -15,8 +21,10 @@ pub mod problem;
 
 use std::sync::Arc;
 
-use axum::routing::get;
 use axum::{Json, Router};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use tokio::sync::{broadcast, Notify};
 
@@ -57,16 +65,21 @@ pub struct AppState {
     pub job_events: broadcast::Sender<String>,
 }
 
-/// The whole router.
+/// The whole router, with `GET /openapi.json` describing it.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+    let (router, api) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
+        .routes(routes!(openapi::document))
         .merge(admin::routes())
+        .merge(dashboard::routes())
         .merge(jobs::routes())
         .merge(openai_compat::routes())
         .merge(queue_status::routes())
+        .split_for_parts();
+    router
+        .layer(axum::Extension(Arc::new(api)))
         .fallback(|| async { problem::Problem::new(axum::http::StatusCode::NOT_FOUND, "no such route") })
         .method_not_allowed_fallback(|| async {
             problem::Problem::new(axum::http::StatusCode::METHOD_NOT_ALLOWED, "this route does not take that method")
@@ -97,6 +110,9 @@ async fn time_request(
 /// `GET /readyz`: the store answers and the plugins a job needs (the
 /// active retry and priority policies, at least one provider) are loaded;
 /// 503 problem JSON saying what is missing otherwise.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = OK, description = "Ready to take jobs"),
+              (status = SERVICE_UNAVAILABLE, description = "What is missing", body = problem::Problem, content_type = "application/problem+json")))]
 async fn readyz(axum::extract::State(state): axum::extract::State<Arc<AppState>>) -> Result<Json<serde_json::Value>, problem::Problem> {
     let unready = |detail: String| problem::Problem::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, detail);
     state.store.queue_length().await.map_err(|e| unready(format!("the store does not answer: {e}")))?;
@@ -114,6 +130,8 @@ async fn readyz(axum::extract::State(state): axum::extract::State<Arc<AppState>>
 }
 
 /// `GET /metrics`: Prometheus' text format.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = OK, description = "Every metric, in Prometheus' text format", body = String, content_type = "text/plain; version=0.0.4")))]
 async fn metrics(
     axum::extract::State(state): axum::extract::State<Arc<AppState>>,
 ) -> Result<impl axum::response::IntoResponse, problem::Problem> {
@@ -122,6 +140,7 @@ async fn metrics(
 }
 
 /// `GET /healthz`: the process is up.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = OK, description = "The process is up")))]
 async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }

@@ -15,9 +15,9 @@ use std::sync::Arc;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::Router;
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use tokio::sync::broadcast;
 
 use super::auth::require_user;
@@ -30,8 +30,30 @@ use crate::store::{Inserted, Job, JobStatus};
 
 /// The OpenAI-compatible route. Its upload limit is
 /// `SCRIBE_MAX_UPLOAD_BYTES` (intake's), so axum's default is off.
-pub fn routes() -> Router<Arc<AppState>> {
-    Router::new().route("/v1/audio/transcriptions", post(transcriptions)).layer(DefaultBodyLimit::disable())
+pub fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new().routes(routes!(transcriptions)).layer(DefaultBodyLimit::disable())
+}
+
+/// The form, as the OpenAPI document shows it (OpenAI's fields).
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[allow(dead_code)] // read field by field; this type only documents it
+struct TranscriptionForm {
+    /// The audio.
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+    /// `whisper-1` (the default provider) or a name in the config's `[models]`.
+    model: String,
+    /// ISO-639-1.
+    language: Option<String>,
+    /// Text to guide the model.
+    prompt: Option<String>,
+    /// `json` (default), `text`, `srt`, `vtt` or `verbose_json`.
+    response_format: Option<String>,
+    /// 0 to 1.
+    temperature: Option<f32>,
+    /// `segment` (words are not supported).
+    #[serde(rename = "timestamp_granularities[]")]
+    timestamp_granularities: Option<Vec<String>>,
 }
 
 /// An error in OpenAI's envelope.
@@ -86,6 +108,12 @@ impl IntoResponse for OpenAiError {
     }
 }
 
+/// Waits for the job, then answers like OpenAI.
+#[utoipa::path(post, path = "/v1/audio/transcriptions", tag = "openai", security(("user_key" = [])),
+    request_body(content = TranscriptionForm, content_type = "multipart/form-data"),
+    responses((status = OK, description = "The transcript in the asked format, with OpenAI's content types"),
+              (status = "4XX", description = "OpenAI's error envelope: {\"error\": {message, type, param, code}}"),
+              (status = "5XX", description = "OpenAI's error envelope")))]
 async fn transcriptions(State(state): State<Arc<AppState>>, request: Request) -> Response {
     match transcribe(&state, request).await {
         Ok(response) => response,

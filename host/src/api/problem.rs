@@ -6,7 +6,7 @@ use serde::Serialize;
 
 /// A problem document: the status, a title (the status's reason) and a
 /// detail saying what was wrong with this request.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Problem {
     /// Always `about:blank`: the status says what kind of problem it is.
     #[serde(rename = "type")]

@@ -3,15 +3,16 @@
 //! numbers). `queue.*` speaks of the default provider; per-minute figures
 //! are over the last 60 s of this instance, active users over 5 minutes
 //! (a job queued or running, or a submit). The public form names no user
-//! and no job; the admin form adds per-user, per-provider and per-plugin
-//! detail.
+//! and no job; the admin form adds per-user (progress over
+//! [`PROGRESS_WINDOW_MS`]), per-provider and per-plugin detail.
 
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
@@ -22,23 +23,38 @@ use super::problem::Problem;
 use super::AppState;
 use crate::store::JobStatus;
 
+/// The admin form's per-user progress counts the jobs queued or running
+/// and those that finished within this window (an hour: longer than the
+/// brief's whole batch of 1,000 jobs takes).
+pub const PROGRESS_WINDOW_MS: i64 = 60 * 60 * 1000;
+
 /// The queue-status routes.
-pub fn routes() -> Router<Arc<AppState>> {
-    Router::new().route("/api/queue-status", get(public).post(admin))
+pub fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new().routes(routes!(public, admin))
 }
 
+#[utoipa::path(get, path = "/api/queue-status", tag = "operations",
+    responses((status = OK, description = "queue {queueLength, processing, maxConcurrent, requestsThisMinute, rateLimitPerMinute}, \
+system {averageResponseTime, errorRate, requestsPerMinute, memoryUsage, activeUsers}, database {current, max, utilization}, \
+cache {hits, misses, hitRate}: all numbers", body = Object)))]
 async fn public(State(state): State<Arc<AppState>>) -> Result<Json<Value>, Problem> {
     Ok(Json(document(&state).await?.0))
 }
 
 /// The admin form takes no body or an empty JSON object.
+#[utoipa::path(post, path = "/api/queue-status", tag = "operations", security(("admin_key" = [])),
+    responses((status = OK, description = "The public document plus providers, users (progress over the last hour) and plugins", body = Object),
+              (status = UNAUTHORIZED, description = "No or a wrong admin key", body = Problem, content_type = "application/problem+json")))]
 async fn admin(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Json<Value>, Problem> {
     require_admin(&headers, state.config.admin_api_key.as_deref())?;
     let (mut doc, detail) = document(&state).await?;
     doc["providers"] = detail;
     let mut users = serde_json::Map::new();
-    for (name, status, count) in state.store.open_jobs_by_user().await.map_err(store_problem)? {
-        let entry = users.entry(name).or_insert_with(|| json!({ "queued": 0, "running": 0 }));
+    let since = crate::clock::now_ms() - PROGRESS_WINDOW_MS;
+    for (name, status, count) in state.store.jobs_by_user(since).await.map_err(store_problem)? {
+        let entry = users
+            .entry(name)
+            .or_insert_with(|| json!({ "queued": 0, "running": 0, "succeeded": 0, "failed": 0, "canceled": 0 }));
         entry[status.as_str()] = json!(count);
     }
     doc["users"] = Value::Object(users);
@@ -63,6 +79,7 @@ async fn document(state: &AppState) -> Result<(Value, Value), Problem> {
         "queue": {
             "queueLength": count(default, JobStatus::Queued),
             "processing": count(default, JobStatus::Running),
+            "maxConcurrent": limits.max_concurrent,
             "requestsThisMinute": recent.calls_started.get(default).copied().unwrap_or(0),
             "rateLimitPerMinute": limits.rate.map_or(0, |r| r.per_minute),
         },

@@ -22,7 +22,7 @@ use super::sandbox::{Identity, StoreState};
 use super::types::ProviderInfo;
 
 /// The WIT world a plugin implements.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum World {
     /// `provider`
@@ -94,7 +94,7 @@ fn top_level_exports(bytes: &[u8]) -> Result<Vec<String>, wasmparser::BinaryRead
 }
 
 /// Where a version came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Source {
     /// Embedded in the binary at build time.
@@ -174,7 +174,7 @@ pub struct Loaded {
 }
 
 /// What `GET /admin/plugins` shows of a plugin.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PluginSummary {
     /// Plugin name.
     pub name: String,

@@ -56,6 +56,9 @@ pub struct PoolUsage {
     pub max: u32,
 }
 
+/// Told how long a request for a pooled connection waited.
+pub type AcquireObserver = std::sync::Arc<dyn Fn(std::time::Duration) + Send + Sync>;
+
 /// Shorthand for store results.
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -89,10 +92,16 @@ pub trait Store: Send + Sync {
     async fn open_jobs(&self) -> StoreResult<Vec<OpenJobs>>;
     /// Users with a job queued or running.
     async fn users_with_open_jobs(&self) -> StoreResult<Vec<String>>;
-    /// Per user name, jobs by open status (for operators).
-    async fn open_jobs_by_user(&self) -> StoreResult<Vec<(String, JobStatus, u64)>>;
+    /// Per user name, jobs by status: those queued or running, and those
+    /// that finished at or after `finished_since_ms` (an operator's view of
+    /// each user's progress).
+    async fn jobs_by_user(&self, finished_since_ms: i64) -> StoreResult<Vec<(String, JobStatus, u64)>>;
     /// The connection pool: (open connections, idle ones, the maximum).
     fn pool_usage(&self) -> PoolUsage;
+    /// Sets the function told how long each request for a pooled
+    /// connection waited (the metrics' acquire-wait histogram); the first
+    /// one set stays.
+    fn observe_acquires(&self, observer: AcquireObserver);
 
     /// For each user with a job of `provider` ready at `now_ms`, that
     /// user's next `depth` ready jobs in line order (highest priority, then

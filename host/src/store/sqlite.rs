@@ -2,13 +2,17 @@
 //! submit survives a power cut).
 
 use std::str::FromStr;
+use std::sync::OnceLock;
 use std::time::Duration;
+
+use sqlx::pool::PoolConnection;
+use sqlx::Sqlite;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{ConnectOptions, Row};
 
 use super::group_commit::Writer;
-use super::{OpenJobs, PoolUsage, Head, Inserted, Job, JobError, JobSpec, JobStatus, NewJob, Store, StoreError, StoreResult, User};
+use super::{AcquireObserver, OpenJobs, PoolUsage, Head, Inserted, Job, JobError, JobSpec, JobStatus, NewJob, Store, StoreError, StoreResult, User};
 use crate::plugins::types::Priority;
 
 const JOB_COLUMNS: &str = "id, user_id, status, provider, priority, audio_sha256, audio_format, audio_bytes, \
@@ -21,6 +25,8 @@ pub struct SqliteStore {
     pool: SqlitePool,
     /// Every write, group-committed.
     writer: Writer,
+    /// Told how long each read waited for a pooled connection.
+    acquire_observer: OnceLock<AcquireObserver>,
 }
 
 impl SqliteStore {
@@ -41,7 +47,17 @@ impl SqliteStore {
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         let writer = Writer::start(options.connect().await?);
-        Ok(Self { pool, writer })
+        Ok(Self { pool, writer, acquire_observer: OnceLock::new() })
+    }
+
+    /// A pooled connection, its wait reported to the acquire observer.
+    async fn connection(&self) -> StoreResult<PoolConnection<Sqlite>> {
+        let started = std::time::Instant::now();
+        let connection = self.pool.acquire().await?;
+        if let Some(observe) = self.acquire_observer.get() {
+            observe(started.elapsed());
+        }
+        Ok(connection)
     }
 
     async fn fetch_job(&self, sql: &str, binds: &[&str]) -> StoreResult<Option<Job>> {
@@ -49,7 +65,7 @@ impl SqliteStore {
         for bind in binds {
             query = query.bind(*bind);
         }
-        query.fetch_optional(&self.pool).await?.map(|row| job_from_row(&row)).transpose()
+        query.fetch_optional(&mut *self.connection().await?).await?.map(|row| job_from_row(&row)).transpose()
     }
 }
 
@@ -222,14 +238,14 @@ impl Store for SqliteStore {
     }
 
     async fn list_users(&self) -> StoreResult<Vec<User>> {
-        let rows = sqlx::query("SELECT id, name, created_at FROM users ORDER BY name").fetch_all(&self.pool).await?;
+        let rows = sqlx::query("SELECT id, name, created_at FROM users ORDER BY name").fetch_all(&mut *self.connection().await?).await?;
         rows.iter().map(user_from_row).collect()
     }
 
     async fn user_by_key_hash(&self, key_hash: &str) -> StoreResult<Option<User>> {
         let row = sqlx::query("SELECT id, name, created_at FROM users WHERE key_hash = ?1")
             .bind(key_hash)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.connection().await?)
             .await?;
         row.as_ref().map(user_from_row).transpose()
     }
@@ -287,7 +303,7 @@ impl Store for SqliteStore {
 
     async fn list_jobs(&self, user_id: &str, limit: u32, offset: u32) -> StoreResult<Vec<Job>> {
         let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE user_id = ?1 ORDER BY created_at DESC, id DESC LIMIT ?2 OFFSET ?3");
-        let rows = sqlx::query(&sql).bind(user_id).bind(limit).bind(offset).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(&sql).bind(user_id).bind(limit).bind(offset).fetch_all(&mut *self.connection().await?).await?;
         rows.iter().map(job_from_row).collect()
     }
 
@@ -303,7 +319,7 @@ impl Store for SqliteStore {
 
     async fn queue_length(&self) -> StoreResult<u64> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'running')")
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *self.connection().await?)
             .await?;
         Ok(n as u64)
     }
@@ -312,7 +328,7 @@ impl Store for SqliteStore {
         let rows = sqlx::query(
             "SELECT provider, status, COUNT(*) AS n FROM jobs WHERE status IN ('queued', 'running') GROUP BY provider, status",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.connection().await?)
         .await?;
         rows.iter()
             .map(|row| {
@@ -327,15 +343,16 @@ impl Store for SqliteStore {
     }
 
     async fn users_with_open_jobs(&self) -> StoreResult<Vec<String>> {
-        Ok(sqlx::query_scalar("SELECT DISTINCT user_id FROM jobs WHERE status IN ('queued', 'running')").fetch_all(&self.pool).await?)
+        Ok(sqlx::query_scalar("SELECT DISTINCT user_id FROM jobs WHERE status IN ('queued', 'running')").fetch_all(&mut *self.connection().await?).await?)
     }
 
-    async fn open_jobs_by_user(&self) -> StoreResult<Vec<(String, JobStatus, u64)>> {
+    async fn jobs_by_user(&self, finished_since_ms: i64) -> StoreResult<Vec<(String, JobStatus, u64)>> {
         let rows = sqlx::query(
             "SELECT u.name AS name, j.status AS status, COUNT(*) AS n FROM jobs j JOIN users u ON u.id = j.user_id \
-             WHERE j.status IN ('queued', 'running') GROUP BY u.name, j.status",
+             WHERE j.status IN ('queued', 'running') OR j.finished_at >= ? GROUP BY u.name, j.status",
         )
-        .fetch_all(&self.pool)
+        .bind(finished_since_ms)
+        .fetch_all(&mut *self.connection().await?)
         .await?;
         rows.iter()
             .map(|row| {
@@ -344,6 +361,10 @@ impl Store for SqliteStore {
                 Ok((row.try_get("name")?, status, row.try_get::<i64, _>("n")? as u64))
             })
             .collect()
+    }
+
+    fn observe_acquires(&self, observer: AcquireObserver) {
+        let _ = self.acquire_observer.set(observer);
     }
 
     fn pool_usage(&self) -> PoolUsage {
@@ -358,7 +379,7 @@ impl Store for SqliteStore {
         )
         .bind(sha256)
         .bind(finished_since_ms)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *self.connection().await?)
         .await?;
         Ok(used)
     }
@@ -388,7 +409,7 @@ impl Store for SqliteStore {
         .bind(provider)
         .bind(now_ms)
         .bind(i64::from(depth))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.connection().await?)
         .await?;
         rows.iter()
             .map(|row| {
@@ -416,7 +437,7 @@ impl Store for SqliteStore {
                SELECT 1 FROM jobs WHERE provider = p.name AND status = 'queued' AND run_at <= ?1)",
         )
         .bind(now_ms)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.connection().await?)
         .await?;
         Ok(providers)
     }
@@ -424,7 +445,7 @@ impl Store for SqliteStore {
     async fn next_run_at(&self, now_ms: i64) -> StoreResult<Option<i64>> {
         let next = sqlx::query_scalar("SELECT MIN(run_at) FROM jobs WHERE status = 'queued' AND run_at > ?1")
             .bind(now_ms)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *self.connection().await?)
             .await?;
         Ok(next)
     }
@@ -487,7 +508,7 @@ impl Store for SqliteStore {
 impl SqliteStore {
     /// The transcript column of the one row `sql` selects by `key`.
     async fn succeeded_transcript(&self, sql: &'static str, key: &str) -> StoreResult<Option<String>> {
-        let transcript: Option<Option<String>> = sqlx::query_scalar(sql).bind(key).fetch_optional(&self.pool).await?;
+        let transcript: Option<Option<String>> = sqlx::query_scalar(sql).bind(key).fetch_optional(&mut *self.connection().await?).await?;
         Ok(transcript.flatten())
     }
 }

@@ -16,7 +16,7 @@ pub struct User {
 }
 
 /// Where a job is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum JobStatus {
     /// Waiting (possibly until `run_at`, for a retry).
@@ -87,7 +87,7 @@ pub struct JobSpec {
 }
 
 /// Why a job failed (or its last attempt did).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct JobError {
     /// `rate_limited`, `transient`, `invalid_input`, `unauthorized`,
     /// `fatal` or `plugin`.

@@ -64,7 +64,26 @@ pub struct PluginSettings {
     /// Entries handed to the plugin (`config-get`, or the policy's input).
     #[serde(default)]
     pub config: BTreeMap<String, String>,
+    /// A directory this provider may read, preopened read-only at
+    /// [`READ_ONLY_DIR_GUEST_PATH`] (providers only; `local-whisper`'s
+    /// default: `SCRIBE_MODEL_DIR`).
+    pub read_only_dir: Option<PathBuf>,
+    /// Idle instances kept between calls, for an in-process provider only
+    /// (default: the machine's cores; 0: a fresh instance every call).
+    pub warm_instances: Option<usize>,
 }
+
+/// Where a provider sees its `read_only_dir`.
+pub const READ_ONLY_DIR_GUEST_PATH: &str = "/ro";
+
+/// The provider that runs a model in the sandbox, reading it from
+/// `SCRIBE_MODEL_DIR`.
+pub const LOCAL_PROVIDER: &str = "local-whisper";
+
+/// `local-whisper`'s default memory cap: the base model's weights as f32
+/// (~290 MiB), the file read to build them (~140 MiB) and the network's
+/// activations, with room to spare.
+pub const LOCAL_PROVIDER_MEMORY_MB: u64 = 1536;
 
 /// Scribe's configuration.
 #[derive(Debug, Clone)]
@@ -94,8 +113,9 @@ pub struct Config {
     pub audio_retention_hours: u64,
     /// `SCRIBE_LEASE_SECONDS`: a running job's lease.
     pub lease_seconds: u64,
-    /// `SCRIBE_MODEL_DIR`: where local models live.
-    pub model_dir: Option<PathBuf>,
+    /// `SCRIBE_MODEL_DIR`: where local models live, one folder per model
+    /// (default: the user's cache dir, `~/.cache/scribe/models`).
+    pub model_dir: PathBuf,
     /// `SCRIBE_MEMORY_LIMIT_MB`: the memory limit reported to operators.
     pub memory_limit_mb: Option<u64>,
     /// `SCRIBE_DISPATCH`: whether this instance runs jobs (`false`: it only
@@ -154,6 +174,10 @@ impl Config {
         let mut plugins = plugin_tables(&file, env.get("SCRIBE_CONFIG"))?;
         let models = model_table(&file, env.get("SCRIBE_CONFIG"))?;
         map_plugin_env(&env, &mut plugins)?;
+        let model_dir = src.opt("SCRIBE_MODEL_DIR")?.unwrap_or_else(crate::models::default_model_dir);
+        let local = plugins.entry(LOCAL_PROVIDER.to_string()).or_default();
+        local.read_only_dir.get_or_insert_with(|| model_dir.clone());
+        local.memory_mb.get_or_insert(LOCAL_PROVIDER_MEMORY_MB);
         let config = Self {
             listen: src.get("SCRIBE_LISTEN", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
             database_url: check_database_url(src.raw("DATABASE_URL"))?,
@@ -166,7 +190,7 @@ impl Config {
             max_queue_length: src.get("SCRIBE_MAX_QUEUE_LENGTH", 10_000)?,
             audio_retention_hours: src.get("SCRIBE_AUDIO_RETENTION_HOURS", 24)?,
             lease_seconds: src.positive("SCRIBE_LEASE_SECONDS", 30)?,
-            model_dir: src.opt("SCRIBE_MODEL_DIR")?,
+            model_dir,
             memory_limit_mb: src.opt("SCRIBE_MEMORY_LIMIT_MB")?,
             dispatch: src.get("SCRIBE_DISPATCH", true)?,
             retry_policy: src.get("SCRIBE_RETRY_POLICY", "retry-backoff".to_string())?,

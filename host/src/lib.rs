@@ -22,6 +22,7 @@
 //!   `audio`);
 //! - [`activity`]: the last minutes' events behind the queue-status figures;
 //! - [`formats`]: transcripts rendered as json, text, srt, vtt, verbose_json;
+//! - [`models`]: `scribe models fetch`, the offline models for `local-whisper`;
 //! - [`config`], [`metrics`], [`process`], [`clock`] and [`files`] at the bottom, importing none of the above.
 
 pub mod activity;
@@ -37,6 +38,7 @@ pub mod formats;
 pub mod gate;
 pub mod limiter;
 pub mod metrics;
+pub mod models;
 pub mod plugins;
 pub mod process;
 pub mod retention;

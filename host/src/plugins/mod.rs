@@ -22,6 +22,7 @@ mod policy;
 mod registry;
 mod sandbox;
 pub mod types;
+mod warm;
 mod watch;
 
 use std::path::PathBuf;
@@ -178,6 +179,13 @@ impl Plugins {
             allowed_hosts: match kind {
                 Kind::Provider => settings.allowed_hosts.clone().into(),
                 Kind::Policy => Arc::from([]),
+            },
+            warm_instances: settings
+                .warm_instances
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+            read_only_dir: match kind {
+                Kind::Provider => settings.read_only_dir.map(Arc::from),
+                Kind::Policy => None,
             },
             config: Arc::new(settings.config),
         })

@@ -137,6 +137,10 @@ pub struct Resolved {
     pub allowed_hosts: Arc<[String]>,
     /// Its config entries.
     pub config: Arc<BTreeMap<String, String>>,
+    /// The directory it may read (providers only), preopened read-only.
+    pub read_only_dir: Option<Arc<std::path::Path>>,
+    /// Idle instances kept per version if it is an in-process provider.
+    pub warm_instances: usize,
 }
 
 impl Resolved {
@@ -171,6 +175,8 @@ pub struct Loaded {
     pub(crate) identity: Identity,
     pub(crate) limits: Resolved,
     pub(crate) stats: Arc<PluginStats>,
+    /// Idle instances kept for the next call (in-process providers only).
+    pub(crate) warm: super::warm::WarmPool,
 }
 
 /// What `GET /admin/plugins` shows of a plugin.
@@ -195,6 +201,20 @@ pub struct PluginSummary {
 }
 
 impl Loaded {
+    /// How many idle instances of this version may be kept: its
+    /// `warm_instances` if it is an in-process provider, else none.
+    pub(crate) fn warm_bound(&self) -> usize {
+        match &self.provider_info {
+            Some(info) if info.in_process => self.limits.warm_instances,
+            _ => 0,
+        }
+    }
+
+    /// Idle instances kept now.
+    pub fn warm_idle(&self) -> usize {
+        self.warm.idle()
+    }
+
     /// The admin view of this version.
     pub fn summary(&self) -> PluginSummary {
         PluginSummary {

@@ -5,8 +5,9 @@
 //! module, so the grants are decided in one place: WASI is linked for every
 //! plugin (Rust guests import it even when pure) but nothing is granted: no
 //! preopened directories, no environment, no sockets. Providers additionally
-//! get `wasi:http/outgoing-handler`, filtered by [`OutboundPolicy`], and the
-//! `host` interface.
+//! get `wasi:http/outgoing-handler`, filtered by [`OutboundPolicy`], the
+//! `host` interface, and the one directory the operator granted them
+//! (`read_only_dir`: a local model's weights), read-only.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,10 +15,12 @@ use std::time::Instant;
 
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use super::bindings::{provider as provider_bindings, LogLevel};
+use super::registry::Resolved;
+use crate::config::READ_ONLY_DIR_GUEST_PATH;
 
 /// Longest log line a plugin can write; the rest is cut.
 pub const MAX_LOG_LINE_BYTES: usize = 2048;
@@ -50,26 +53,43 @@ pub struct StoreState {
 }
 
 impl StoreState {
-    /// A fresh state granting nothing but the given hosts and config.
-    pub fn new(
-        identity: Identity,
-        allowed_hosts: Arc<[String]>,
-        config: Arc<BTreeMap<String, String>>,
-        memory_mb: u64,
-        deadline: std::time::Duration,
-    ) -> Self {
+    /// A fresh state granting nothing but what `grants` names: its hosts,
+    /// its config, its read-only directory, under its memory cap.
+    pub fn new(identity: Identity, grants: &Resolved, deadline: std::time::Duration) -> Self {
         Self {
-            wasi: WasiCtx::builder().build(),
+            wasi: wasi_ctx(&identity, grants.read_only_dir.as_deref()),
             table: ResourceTable::new(),
             http: WasiHttpCtx::new(),
-            outbound: OutboundPolicy { allowed_hosts, identity: identity.clone() },
-            memory: MemoryCap::new(memory_mb),
+            outbound: OutboundPolicy { allowed_hosts: grants.allowed_hosts.clone(), identity: identity.clone() },
+            memory: MemoryCap::new(grants.memory_mb),
             identity,
-            config,
+            config: grants.config.clone(),
             log_lines: 0,
             deadline_ms: deadline.as_millis() as u64,
             deadline: Instant::now() + deadline,
         }
+    }
+}
+
+/// WASI granting nothing but `read_only_dir` (if any and it exists),
+/// preopened read-only at [`READ_ONLY_DIR_GUEST_PATH`].
+fn wasi_ctx(identity: &Identity, read_only_dir: Option<&std::path::Path>) -> WasiCtx {
+    let mut builder = WasiCtx::builder();
+    if let Some(dir) = read_only_dir.filter(|d| d.is_dir()) {
+        if let Err(error) = builder.preopened_dir(dir, READ_ONLY_DIR_GUEST_PATH, FsPerms::ReadOnly) {
+            tracing::warn!(plugin = %identity.plugin, dir = %dir.display(), %error, "cannot grant the read-only directory");
+        }
+    }
+    builder.build()
+}
+
+impl StoreState {
+    /// Readies a kept store for its next call: a new deadline, a fresh
+    /// log budget.
+    pub(crate) fn begin_call(&mut self, deadline: std::time::Duration) {
+        self.deadline_ms = deadline.as_millis() as u64;
+        self.deadline = Instant::now() + deadline;
+        self.log_lines = 0;
     }
 }
 

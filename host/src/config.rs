@@ -209,6 +209,24 @@ impl Config {
         Ok(config)
     }
 
+    /// Whether `plugin`'s config has a non-empty `key` (a mapped secret).
+    pub fn has_setting(&self, plugin: &str, key: &str) -> bool {
+        self.plugins.get(plugin).and_then(|s| s.config.get(key)).is_some_and(|v| !v.is_empty())
+    }
+
+    /// The provider a job gets when it names none (design.md):
+    /// `openai-whisper` if `OPENAI_API_KEY` is set, else `replicate` if
+    /// `REPLICATE_API_TOKEN` is set, else the offline `local-whisper`.
+    pub fn default_provider(&self) -> &'static str {
+        if self.has_setting("openai-whisper", "api_key") {
+            "openai-whisper"
+        } else if self.has_setting("replicate", "api_token") {
+            "replicate"
+        } else {
+            LOCAL_PROVIDER
+        }
+    }
+
     /// The settings of one plugin (empty defaults when the file has none).
     pub fn plugin(&self, name: &str) -> PluginSettings {
         self.plugins.get(name).cloned().unwrap_or_default()

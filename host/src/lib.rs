@@ -4,7 +4,8 @@
 //! Layers import downwards only (see ARCHITECTURE.md):
 //!
 //! - `main.rs` (the CLI) and [`server`] (wiring) on top; [`client`] (`scribe
-//!   submit`, `scribe status`) talks to a server over HTTP only;
+//!   submit`, `scribe status`) talks to a server over HTTP only; [`demo`]
+//!   (`scribe demo`) starts a server and points the client at it;
 //! - [`api`]: the HTTP surface (one file per route family);
 //! - [`bench`]: the `scribe bench` measurements;
 //! - [`scheduler`]: dispatch under the limits, retries, leases: the only
@@ -33,6 +34,7 @@ pub mod cache;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod demo;
 pub mod files;
 pub mod formats;
 pub mod gate;

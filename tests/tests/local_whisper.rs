@@ -137,6 +137,10 @@ async fn the_sample_clips_are_transcribed_within_the_word_error_bar() {
         errors += clip_errors;
         total += reference.len();
     }
+    // Loaded once per instance, kept warm between jobs, never more than the bound (the cores).
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let warm = env.server.plugins.get("local-whisper").unwrap().warm_idle();
+    assert!((1..=cores).contains(&warm), "{warm} idle instances kept (bound {cores})");
     let rate = errors as f64 / total as f64;
     eprintln!("word error rate over the sample clips: {:.1} % ({errors} / {total})", rate * 100.0);
     assert!(rate <= MAX_WORD_ERROR_RATE, "word error rate {:.1} % is over {:.0} %", rate * 100.0, MAX_WORD_ERROR_RATE * 100.0);

@@ -243,10 +243,25 @@ pub(crate) mod tests {
         assert_eq!(v.decode(&[1004, 1005]), "é");
     }
 
+    /// The installed base model's folder: `$SCRIBE_MODEL_DIR/base`, else the
+    /// default (`~/.cache/scribe/models/base`), where `scribe models fetch`
+    /// puts it.
+    fn base_model_dir() -> std::path::PathBuf {
+        let models = std::env::var_os("SCRIBE_MODEL_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| {
+            let cache = std::env::var_os("XDG_CACHE_HOME")
+                .filter(|v| !v.is_empty())
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|| std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache"));
+            cache.join("scribe").join("models")
+        });
+        models.join("base")
+    }
+
     #[test]
-    fn decodes_real_vocabulary_if_present() {
-        // Uses the downloaded model when available; the synthetic test above covers CI.
-        let Ok(text) = std::fs::read_to_string("/root/.cache/scribe/models/base/vocabulary.txt") else { return };
+    fn decodes_the_real_base_vocabulary() {
+        let path = base_model_dir().join("vocabulary.txt");
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}: run `scribe models fetch base` first (tests/run does)", path.display()));
         let v = Vocabulary::from_text(&text).unwrap();
         assert_eq!(v.len(), 51865);
         assert_eq!(v.token(2425), Some("ĠHello"));

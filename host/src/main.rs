@@ -123,6 +123,22 @@ enum BenchCommand {
         #[arg(long)]
         provider: Option<PathBuf>,
     },
+    /// The offline provider's real-time factor on the sample clips, its cold
+    /// call overhead and peak memory (needs the model: `scribe models fetch`).
+    Local {
+        /// base or tiny.en.
+        #[arg(long, default_value = scribe_host::models::DEFAULT_MODEL)]
+        model: String,
+        /// The folder of WAV clips.
+        #[arg(long, default_value = "examples/audio")]
+        audio: PathBuf,
+        /// Warm calls per clip (the median is printed).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// A build of local-whisper to measure instead of the built-in one.
+        #[arg(long)]
+        component: Option<PathBuf>,
+    },
     /// The brief's burst in scaled time: makespan against its bound, the
     /// limits as the provider saw them, per-user completion spread (needs a
     /// build with `--features bench`).
@@ -248,6 +264,9 @@ async fn run_bench(what: BenchCommand) -> anyhow::Result<()> {
     match what {
         BenchCommand::Plugins { iterations, swaps, provider } => {
             Ok(bench::run_plugins(&PluginBench { iterations, swaps, provider }).await?)
+        }
+        BenchCommand::Local { model, audio, rounds, component } => {
+            Ok(bench::run_local(&bench::LocalBench { model, audio, rounds, component }).await?)
         }
         #[cfg(feature = "bench")]
         BenchCommand::Burst { jobs_per_user, load } => {

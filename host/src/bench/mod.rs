@@ -1,7 +1,8 @@
 //! `scribe bench`: figures measured on this machine, printed (medians,
 //! p99s, ratios to a bound), never asserted; tests check correctness.
 //!
-//! `plugins` measures the plugin runtime alone. `burst`, `throughput` and
+//! `plugins` measures the plugin runtime alone; `local` the offline
+//! provider's speed on the sample clips. `burst`, `throughput` and
 //! the load scenarios (`ramp`, `sustained`, `recovery`)
 //! run whole jobs through an in-process server and a fake OpenAI server in
 //! the same process, so they exist only in builds with the `bench` feature
@@ -11,12 +12,14 @@
 mod jobs;
 #[cfg(feature = "bench")]
 mod scenarios;
+mod local;
 mod plugins;
 
 #[cfg(feature = "bench")]
 pub use jobs::{run_burst, run_throughput, Burst, Throughput};
 #[cfg(feature = "bench")]
 pub use scenarios::{run_scenario, Scenario, ScenarioSettings};
+pub use local::{run_local, LocalBench};
 pub use plugins::{run_plugins, with_custom_section, PluginBench};
 
 use std::time::Duration;

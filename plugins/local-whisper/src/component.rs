@@ -71,7 +71,9 @@ fn transcribe(request: TranscribeRequest) -> Result<Heard, Failure> {
         }
         let (_, whisper) = slot.as_mut().expect("loaded above");
         let language = request.language.as_deref().map(str::trim).filter(|l| !l.is_empty());
+        let started = host::now();
         let transcript = whisper.transcribe(&request.audio, language, Some(&should_stop)).map_err(failure)?;
+        log_work(&transcript, host::now().saturating_sub(started));
         Ok(Heard {
             text: transcript.text,
             language: Some(transcript.language),
@@ -79,6 +81,25 @@ fn transcribe(request: TranscribeRequest) -> Result<Heard, Failure> {
             segments: transcript.segments.into_iter().map(|s| HeardSegment { start: s.start, end: s.end, text: s.text }).collect(),
         })
     })
+}
+
+/// Where a call's time went, in the host's log: the figures an operator
+/// sizes the concurrency cap and deadline with.
+fn log_work(t: &crate::Transcript, elapsed_ms: u64) {
+    let s = &t.stats;
+    host::log(
+        LogLevel::Info,
+        &format!(
+            "transcribed {:.1} s of audio in {elapsed_ms} ms (real-time factor {:.2}): encoder {} ms over {} window(s), decoder {} ms over {} step(s), {} fallback(s)",
+            t.duration,
+            elapsed_ms as f64 / 1e3 / t.duration.max(1e-3),
+            s.encoder_time.as_millis(),
+            s.windows,
+            s.decoder_time.as_millis(),
+            s.decoder_steps,
+            s.fallbacks
+        ),
+    );
 }
 
 /// Reads model `name` from the granted directory.

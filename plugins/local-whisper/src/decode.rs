@@ -118,6 +118,10 @@ pub struct DecodeStats {
     pub skipped_silent: usize,
     /// Windows in which a repetition loop was cut.
     pub repetitions_cut: usize,
+    /// Time spent in the encoder (all windows).
+    pub encoder_time: std::time::Duration,
+    /// Time spent decoding (cross-attention set-up, language detection, every decoder step).
+    pub decoder_time: std::time::Duration,
 }
 
 /// Result of the long-form loop (the crate root wraps it into `Transcript`).
@@ -461,8 +465,11 @@ impl<'a> Transcriber<'a> {
                     window = (0..n_mels).flat_map(|m| window[m * N_FRAMES..m * N_FRAMES + frames].to_vec()).collect();
                 }
             }
+            let encoding = std::time::Instant::now();
             let audio = model.encoder.forward(&window, n_mels)?;
+            self.stats.encoder_time += encoding.elapsed();
             self.stats.windows += 1;
+            let decoding = std::time::Instant::now();
             let mut st = model.decoder.start(&audio)?;
             if multilingual && language.is_none() {
                 let (id, p) = self.detect_language(&mut st)?;
@@ -487,6 +494,7 @@ impl<'a> Transcriber<'a> {
                 prompt.push(if self.opts.translate { s.translate } else { s.transcribe });
             }
             let r = self.decode_with_fallback(&mut st, &prompt, sot_index, seek as u64)?;
+            self.stats.decoder_time += decoding.elapsed();
             if let Some(th) = self.opts.no_speech_threshold {
                 let lp_ok = self.opts.logprob_threshold.is_some_and(|lt| r.avg_logprob > lt);
                 if r.no_speech_prob > th && !lp_ok {

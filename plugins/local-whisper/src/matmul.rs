@@ -15,6 +15,14 @@
 //! the encoder's 87 GFLOP per 30 s window is the wasm bottleneck either way), so it is off by
 //! default (see [`own_kernels`]) and kept for experiments on other hosts.
 //!
+//! Also tried (2026-11-28, measured with `scribe bench local`, encoder time of one 30 s
+//! window on a 2.45 GHz Zen 3): fused multiply-add through relaxed SIMD and a packed 6x8
+//! broadcast kernel took 9.4 s against gemm's 7.0 s. Cranelift's code is the limit, not the
+//! blocking: the generated loop keeps some accumulators in stack slots across the back edge,
+//! broadcasts go through a general register (the load is not adjacent to its use, so it is
+//! not sunk into `vbroadcastss`), and each `vfmadd213` overwrites a multiplicand, so one
+//! register copy per FMA. About 10-12 GFLOPS is what either path reaches in wasmtime here.
+//!
 //! Off wasm the same code runs on a plain `[f32; 4]` lane type (used by the unit tests).
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -233,21 +233,21 @@ impl Config {
     }
 }
 
-/// Only SQLite is built in so far: any other `DATABASE_URL` stops start-up
-/// instead of being mistaken for a SQLite path.
+/// SQLite (`sqlite://PATH`) or PostgreSQL (`postgres://...`); any other
+/// `DATABASE_URL` stops start-up instead of being mistaken for a SQLite path.
 fn check_database_url(raw: Option<(String, String)>) -> Result<Option<String>, ConfigError> {
     let Some((name, value)) = raw else { return Ok(None) };
     let value = value.trim().to_string();
     if value.is_empty() {
         return Ok(None);
     }
-    if value.starts_with("sqlite:") {
+    if value.starts_with("sqlite:") || crate::store::is_postgres_url(&value) {
         return Ok(Some(value));
     }
     Err(ConfigError::Invalid {
         name,
         value,
-        reason: "only sqlite:// URLs are supported by this version (unset it to use $SCRIBE_DATA_DIR/scribe.db)".into(),
+        reason: "expected a sqlite:// or postgres:// URL (unset it to use $SCRIBE_DATA_DIR/scribe.db)".into(),
     })
 }
 
@@ -485,11 +485,13 @@ mod tests {
     }
 
     #[test]
-    fn a_database_url_other_than_sqlite_stops_start_up() {
-        let err = Config::from_vars(vars(&[("DATABASE_URL", "postgres://postgres@127.0.0.1/test")])).unwrap_err();
-        assert!(err.to_string().starts_with("DATABASE_URL:") && err.to_string().contains("sqlite://"), "{err}");
+    fn a_database_url_neither_sqlite_nor_postgres_stops_start_up() {
+        let err = Config::from_vars(vars(&[("DATABASE_URL", "mysql://root@127.0.0.1/test")])).unwrap_err();
+        assert!(err.to_string().starts_with("DATABASE_URL:") && err.to_string().contains("postgres://"), "{err}");
         let c = Config::from_vars(vars(&[("DATABASE_URL", "sqlite:///tmp/x.db")])).unwrap();
         assert_eq!(c.database_url.as_deref(), Some("sqlite:///tmp/x.db"));
+        let c = Config::from_vars(vars(&[("DATABASE_URL", "postgres://postgres@127.0.0.1/test")])).unwrap();
+        assert_eq!(c.database_url.as_deref(), Some("postgres://postgres@127.0.0.1/test"));
     }
 
     #[test]

@@ -20,6 +20,7 @@ use scribe_host::plugins::Plugins;
 
 pub mod api;
 pub mod browser;
+pub mod postgres;
 pub use scribe_fakes::openai as fake_openai;
 pub use scribe_fakes::replicate as fake_replicate;
 

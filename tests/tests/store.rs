@@ -1,20 +1,61 @@
-//! The store contract, run against the SQLite backend: every transition is
-//! guarded, so no job is claimed or finished twice, and a worker that lost
-//! its lease changes nothing.
+//! The store contract, run against both backends (SQLite in a temporary
+//! directory, PostgreSQL in a database of its own per test): every
+//! transition is guarded, so no job is claimed or finished twice, and a
+//! worker that lost its lease changes nothing.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use scribe_host::plugins::types::Priority;
-use scribe_host::store::{Head, Inserted, JobError, JobSpec, JobStatus, NewJob, SqliteStore, Store, StoreError};
+use scribe_host::store::{Head, Inserted, JobError, JobSpec, JobStatus, NewJob, PostgresStore, SqliteStore, Store, StoreError};
+use scribe_tests::postgres::TestDatabase;
 
-async fn store() -> (Arc<dyn Store>, tempfile::TempDir) {
+/// What keeps a test's database alive (and removes it afterwards).
+enum Keep {
+    Dir(#[allow(dead_code)] tempfile::TempDir),
+    Database(#[allow(dead_code)] TestDatabase),
+}
+
+async fn sqlite() -> (Arc<dyn Store>, Keep) {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}", dir.path().join("scribe.db").display());
     let store = SqliteStore::open(&url, 8, Duration::from_secs(5)).await.expect("opens and migrates");
-    (Arc::new(store), dir)
+    (Arc::new(store), Keep::Dir(dir))
 }
+
+async fn postgres() -> (Arc<dyn Store>, Keep) {
+    let database = TestDatabase::create().await;
+    let store = PostgresStore::open(&database.url, 8, Duration::from_secs(5)).await.expect("connects and migrates");
+    (Arc::new(store), Keep::Database(database))
+}
+
+/// Each contract test, once per backend (on two worker threads, so the
+/// racing test races).
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite_backend {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { let (store, _keep) = super::sqlite().await; super::$name(store).await })*
+        }
+        mod postgres_backend {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { let (store, _keep) = super::postgres().await; super::$name(store).await })*
+        }
+    };
+}
+
+on_both_backends!(
+    users_are_unique_by_name_and_found_by_key_hash,
+    a_cached_transcript_finishes_a_job_at_insert_and_is_found_by_key,
+    an_idempotency_key_returns_the_first_job,
+    a_job_is_claimed_once_and_finished_once_by_its_lease_owner,
+    a_retry_waits_in_the_store_until_run_at,
+    an_expired_lease_puts_the_job_back_and_the_old_owner_can_no_longer_finish_it,
+    heads_offer_each_users_best_ready_job_with_their_counts,
+    only_the_owner_sees_and_cancels_and_only_a_queued_job_is_canceled,
+    racing_workers_claim_every_job_exactly_once,
+);
 
 fn spec(priority: Priority) -> JobSpec {
     JobSpec {
@@ -51,9 +92,7 @@ fn oops() -> JobError {
     JobError { kind: "transient".into(), message: "503".into() }
 }
 
-#[tokio::test]
-async fn users_are_unique_by_name_and_found_by_key_hash() {
-    let (store, _dir) = store().await;
+async fn users_are_unique_by_name_and_found_by_key_hash(store: Arc<dyn Store>) {
     let ann = store.create_user("ann", "h1", 10).await.unwrap();
     assert!(matches!(store.create_user("ann", "h2", 11).await, Err(StoreError::UserExists(name)) if name == "ann"));
     assert_eq!(store.user_by_key_hash("h1").await.unwrap(), Some(ann.clone()));
@@ -61,9 +100,7 @@ async fn users_are_unique_by_name_and_found_by_key_hash() {
     assert_eq!(store.list_users().await.unwrap(), vec![ann]);
 }
 
-#[tokio::test]
-async fn a_cached_transcript_finishes_a_job_at_insert_and_is_found_by_key() {
-    let (store, _dir) = store().await;
+async fn a_cached_transcript_finishes_a_job_at_insert_and_is_found_by_key(store: Arc<dyn Store>) {
     let [ann] = users(&*store, &["ann"]).await.try_into().unwrap();
     assert_eq!(store.cached_transcript("k").await.unwrap(), None);
     let queued = NewJob { id: "j1".into(), user_id: ann.clone(), spec: spec(Priority::Normal), idempotency_key: None, now_ms: 5, cache_key: "k".into(), cached_transcript: None };
@@ -80,9 +117,7 @@ async fn a_cached_transcript_finishes_a_job_at_insert_and_is_found_by_key() {
     assert_eq!(store.queue_length().await.unwrap(), 0, "a cached job never queues");
 }
 
-#[tokio::test]
-async fn an_idempotency_key_returns_the_first_job() {
-    let (store, _dir) = store().await;
+async fn an_idempotency_key_returns_the_first_job(store: Arc<dyn Store>) {
     let [ann, bob] = users(&*store, &["ann", "bob"]).await.try_into().unwrap();
     let new = |id: &str, user: &str| NewJob {
         id: id.into(),
@@ -101,9 +136,7 @@ async fn an_idempotency_key_returns_the_first_job() {
     assert_eq!(store.queue_length().await.unwrap(), 2);
 }
 
-#[tokio::test]
-async fn a_job_is_claimed_once_and_finished_once_by_its_lease_owner() {
-    let (store, _dir) = store().await;
+async fn a_job_is_claimed_once_and_finished_once_by_its_lease_owner(store: Arc<dyn Store>) {
     let [ann] = users(&*store, &["ann"]).await.try_into().unwrap();
     let id = submit(&*store, "j1", &ann, Priority::Normal, 100).await;
     assert!(store.claim(&id, "w1", 99, 1000).await.unwrap().is_none(), "not before run_at");
@@ -120,9 +153,7 @@ async fn a_job_is_claimed_once_and_finished_once_by_its_lease_owner() {
     assert_eq!(store.queue_length().await.unwrap(), 0);
 }
 
-#[tokio::test]
-async fn a_retry_waits_in_the_store_until_run_at() {
-    let (store, _dir) = store().await;
+async fn a_retry_waits_in_the_store_until_run_at(store: Arc<dyn Store>) {
     let [ann] = users(&*store, &["ann"]).await.try_into().unwrap();
     let id = submit(&*store, "j1", &ann, Priority::Normal, 0).await;
     store.claim(&id, "w1", 10, 1000).await.unwrap().expect("claimed");
@@ -137,9 +168,7 @@ async fn a_retry_waits_in_the_store_until_run_at() {
     assert_eq!(store.job(&ann, &id).await.unwrap().unwrap().status, JobStatus::Failed);
 }
 
-#[tokio::test]
-async fn an_expired_lease_puts_the_job_back_and_the_old_owner_can_no_longer_finish_it() {
-    let (store, _dir) = store().await;
+async fn an_expired_lease_puts_the_job_back_and_the_old_owner_can_no_longer_finish_it(store: Arc<dyn Store>) {
     let [ann] = users(&*store, &["ann"]).await.try_into().unwrap();
     let id = submit(&*store, "j1", &ann, Priority::Normal, 0).await;
     store.claim(&id, "dead", 0, 100).await.unwrap().expect("claimed");
@@ -153,9 +182,7 @@ async fn an_expired_lease_puts_the_job_back_and_the_old_owner_can_no_longer_fini
     assert!(store.succeed(&id, "alive", "{}", 200).await.unwrap());
 }
 
-#[tokio::test]
-async fn heads_offer_each_users_best_ready_job_with_their_counts() {
-    let (store, _dir) = store().await;
+async fn heads_offer_each_users_best_ready_job_with_their_counts(store: Arc<dyn Store>) {
     let [ann, bob] = users(&*store, &["ann", "bob"]).await.try_into().unwrap();
     submit(&*store, "a1", &ann, Priority::Normal, 1).await;
     submit(&*store, "a2", &ann, Priority::High, 2).await;
@@ -186,9 +213,7 @@ async fn heads_offer_each_users_best_ready_job_with_their_counts() {
     assert_eq!(store.ready_providers(10).await.unwrap(), vec!["openai-whisper".to_string()]);
 }
 
-#[tokio::test]
-async fn only_the_owner_sees_and_cancels_and_only_a_queued_job_is_canceled() {
-    let (store, _dir) = store().await;
+async fn only_the_owner_sees_and_cancels_and_only_a_queued_job_is_canceled(store: Arc<dyn Store>) {
     let [ann, bob] = users(&*store, &["ann", "bob"]).await.try_into().unwrap();
     let queued = submit(&*store, "j1", &ann, Priority::Normal, 0).await;
     let running = submit(&*store, "j2", &ann, Priority::Normal, 1).await;
@@ -206,9 +231,7 @@ async fn only_the_owner_sees_and_cancels_and_only_a_queued_job_is_canceled() {
     assert_eq!(store.list_jobs(&ann, 1, 1).await.unwrap()[0].id, queued);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn racing_workers_claim_every_job_exactly_once() {
-    let (store, _dir) = store().await;
+async fn racing_workers_claim_every_job_exactly_once(store: Arc<dyn Store>) {
     let [ann] = users(&*store, &["ann"]).await.try_into().unwrap();
     let mut ids = Vec::new();
     for i in 0..200 {

@@ -8,11 +8,14 @@
 //! the PostgreSQL backend can implement the same contract.
 
 mod group_commit;
+mod postgres;
+mod rows;
 mod sqlite;
 mod types;
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
-pub use types::{Head, Inserted, Job, JobError, JobSpec, JobStatus, NewJob, User};
+pub use types::{Head, Inserted, Job, JobError, JobSpec, JobStatus, LeaseEnd, NewJob, User};
 
 /// A store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -117,13 +120,28 @@ pub trait Store: Send + Sync {
     async fn claim(&self, job_id: &str, owner: &str, now_ms: i64, lease_until_ms: i64) -> StoreResult<Option<Job>>;
     /// Extends `owner`'s lease; false if the lease was lost.
     async fn renew_lease(&self, job_id: &str, owner: &str, lease_until_ms: i64) -> StoreResult<bool>;
+    /// Ends `owner`'s lease on a running job, moving it to `status` with
+    /// what `ending` writes: the one guarded statement behind `succeed`,
+    /// `retry_later` and `fail`, so a job is finished at most once and only
+    /// by its lease owner. False if the job is no longer `owner`'s running
+    /// job.
+    async fn end_lease(&self, job_id: &str, owner: &str, status: JobStatus, ending: LeaseEnd) -> StoreResult<bool>;
     /// Finishes `owner`'s running job with a transcript (JSON); false if the
     /// job is no longer `owner`'s running job.
-    async fn succeed(&self, job_id: &str, owner: &str, transcript_json: &str, now_ms: i64) -> StoreResult<bool>;
+    async fn succeed(&self, job_id: &str, owner: &str, transcript_json: &str, now_ms: i64) -> StoreResult<bool> {
+        let ending = LeaseEnd { finished_at: Some(now_ms), transcript: Some(transcript_json.to_string()), ..LeaseEnd::default() };
+        self.end_lease(job_id, owner, JobStatus::Succeeded, ending).await
+    }
     /// Puts `owner`'s running job back in the queue until `run_at_ms`.
-    async fn retry_later(&self, job_id: &str, owner: &str, run_at_ms: i64, error: &JobError) -> StoreResult<bool>;
+    async fn retry_later(&self, job_id: &str, owner: &str, run_at_ms: i64, error: &JobError) -> StoreResult<bool> {
+        let ending = LeaseEnd { run_at: Some(run_at_ms), error: Some(error.clone()), ..LeaseEnd::default() };
+        self.end_lease(job_id, owner, JobStatus::Queued, ending).await
+    }
     /// Fails `owner`'s running job for good.
-    async fn fail(&self, job_id: &str, owner: &str, error: &JobError, now_ms: i64) -> StoreResult<bool>;
+    async fn fail(&self, job_id: &str, owner: &str, error: &JobError, now_ms: i64) -> StoreResult<bool> {
+        let ending = LeaseEnd { finished_at: Some(now_ms), error: Some(error.clone()), ..LeaseEnd::default() };
+        self.end_lease(job_id, owner, JobStatus::Failed, ending).await
+    }
     /// Puts running jobs whose lease expired before `now_ms` back in the
     /// queue (their attempt stays counted); returns how many.
     async fn requeue_expired(&self, now_ms: i64) -> StoreResult<u64>;
@@ -136,16 +154,25 @@ pub trait Store: Send + Sync {
     async fn transcript(&self, job_id: &str) -> StoreResult<Option<String>>;
 }
 
-/// Opens the store the configuration names: `DATABASE_URL` if set (only
-/// `sqlite://` for now), else SQLite at `$SCRIBE_DATA_DIR/scribe.db`.
+/// Opens the store the configuration names: `DATABASE_URL` if set
+/// (`sqlite://...` or `postgres://...`), else SQLite at
+/// `$SCRIBE_DATA_DIR/scribe.db`.
 pub async fn open(config: &crate::config::Config) -> StoreResult<std::sync::Arc<dyn Store>> {
+    let timeout = std::time::Duration::from_millis(config.db_timeout_ms);
     let url = match &config.database_url {
+        Some(url) if is_postgres_url(url) => {
+            return Ok(std::sync::Arc::new(PostgresStore::open(url, config.db_pool_size, timeout).await?));
+        }
         Some(url) => url.clone(),
         None => {
             std::fs::create_dir_all(&config.data_dir).map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
             format!("sqlite://{}", config.data_dir.join("scribe.db").display())
         }
     };
-    let timeout = std::time::Duration::from_millis(config.db_timeout_ms);
     Ok(std::sync::Arc::new(SqliteStore::open(&url, config.db_pool_size, timeout).await?))
+}
+
+/// Whether `url` names a PostgreSQL database.
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
 }

@@ -9,15 +9,11 @@ use sqlx::pool::PoolConnection;
 use sqlx::Sqlite;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
-use sqlx::{ConnectOptions, Row};
+use sqlx::ConnectOptions;
 
 use super::group_commit::Writer;
-use super::{AcquireObserver, OpenJobs, PoolUsage, Head, Inserted, Job, JobError, JobSpec, JobStatus, NewJob, Store, StoreError, StoreResult, User};
-use crate::plugins::types::Priority;
-
-const JOB_COLUMNS: &str = "id, user_id, status, provider, priority, audio_sha256, audio_format, audio_bytes, \
-     language, prompt, temperature, model, response_format, attempts, run_at, lease_owner, lease_until, \
-     created_at, started_at, finished_at, error_kind, error_message";
+use super::{AcquireObserver, Head, Inserted, Job, JobStatus, LeaseEnd, NewJob, OpenJobs, PoolUsage, Store, StoreError, StoreResult, User};
+use super::rows::{head_from_row, job_from_row, open_jobs_from_row, priority_to_int, user_from_row, user_jobs_from_row, JOB_COLUMNS};
 
 /// Jobs and users in one SQLite file.
 pub struct SqliteStore {
@@ -127,20 +123,10 @@ impl SqliteStore {
     }
 }
 
-/// What ending a lease writes besides the status.
-#[derive(Default)]
-struct Ending {
-    run_at: Option<i64>,
-    finished_at: Option<i64>,
-    transcript: Option<String>,
-    error: Option<JobError>,
-}
 
-impl SqliteStore {
-    /// Ends `owner`'s lease on a running job, moving it to `status`: the one
-    /// guarded statement behind `succeed`, `retry_later` and `fail`, so a
-    /// job is finished at most once and only by its lease owner.
-    async fn end_lease(&self, job_id: &str, owner: &str, status: JobStatus, ending: Ending) -> StoreResult<bool> {
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn end_lease(&self, job_id: &str, owner: &str, status: JobStatus, ending: LeaseEnd) -> StoreResult<bool> {
         let (error_kind, error_message) = match ending.error {
             Some(e) => (Some(e.kind), Some(e.message)),
             None => (None, None),
@@ -165,64 +151,7 @@ impl SqliteStore {
             .await?;
         Ok(changed == 1)
     }
-}
 
-fn priority_to_int(p: Priority) -> i64 {
-    match p {
-        Priority::Low => 0,
-        Priority::Normal => 1,
-        Priority::High => 2,
-    }
-}
-
-fn priority_from_int(p: i64) -> StoreResult<Priority> {
-    match p {
-        0 => Ok(Priority::Low),
-        1 => Ok(Priority::Normal),
-        2 => Ok(Priority::High),
-        other => Err(StoreError::Corrupt(format!("priority {other}"))),
-    }
-}
-
-fn job_from_row(row: &SqliteRow) -> StoreResult<Job> {
-    let status: String = row.try_get("status")?;
-    let error_kind: Option<String> = row.try_get("error_kind")?;
-    Ok(Job {
-        id: row.try_get("id")?,
-        user_id: row.try_get("user_id")?,
-        status: JobStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("status {status}")))?,
-        spec: JobSpec {
-            provider: row.try_get("provider")?,
-            priority: priority_from_int(row.try_get("priority")?)?,
-            audio_sha256: row.try_get("audio_sha256")?,
-            audio_format: row.try_get("audio_format")?,
-            audio_bytes: row.try_get::<i64, _>("audio_bytes")? as u64,
-            language: row.try_get("language")?,
-            prompt: row.try_get("prompt")?,
-            temperature: row.try_get::<Option<f64>, _>("temperature")?.map(|t| t as f32),
-            model: row.try_get("model")?,
-            response_format: row.try_get("response_format")?,
-        },
-        attempts: row.try_get::<i64, _>("attempts")? as u32,
-        run_at_ms: row.try_get("run_at")?,
-        created_at_ms: row.try_get("created_at")?,
-        started_at_ms: row.try_get("started_at")?,
-        finished_at_ms: row.try_get("finished_at")?,
-        error: match error_kind {
-            Some(kind) => Some(JobError { kind, message: row.try_get::<Option<String>, _>("error_message")?.unwrap_or_default() }),
-            None => None,
-        },
-        lease_owner: row.try_get("lease_owner")?,
-        lease_until_ms: row.try_get("lease_until")?,
-    })
-}
-
-fn user_from_row(row: &SqliteRow) -> StoreResult<User> {
-    Ok(User { id: row.try_get("id")?, name: row.try_get("name")?, created_at_ms: row.try_get("created_at")? })
-}
-
-#[async_trait::async_trait]
-impl Store for SqliteStore {
     async fn create_user(&self, name: &str, key_hash: &str, now_ms: i64) -> StoreResult<User> {
         let id = uuid::Uuid::now_v7().to_string();
         let inserted = self
@@ -330,16 +259,7 @@ impl Store for SqliteStore {
         )
         .fetch_all(&mut *self.connection().await?)
         .await?;
-        rows.iter()
-            .map(|row| {
-                let status: String = row.try_get("status")?;
-                Ok(OpenJobs {
-                    provider: row.try_get("provider")?,
-                    status: JobStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))?,
-                    count: row.try_get::<i64, _>("n")? as u64,
-                })
-            })
-            .collect()
+        rows.iter().map(open_jobs_from_row).collect()
     }
 
     async fn users_with_open_jobs(&self) -> StoreResult<Vec<String>> {
@@ -354,13 +274,7 @@ impl Store for SqliteStore {
         .bind(finished_since_ms)
         .fetch_all(&mut *self.connection().await?)
         .await?;
-        rows.iter()
-            .map(|row| {
-                let status: String = row.try_get("status")?;
-                let status = JobStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))?;
-                Ok((row.try_get("name")?, status, row.try_get::<i64, _>("n")? as u64))
-            })
-            .collect()
+        rows.iter().map(user_jobs_from_row).collect()
     }
 
     fn observe_acquires(&self, observer: AcquireObserver) {
@@ -411,18 +325,7 @@ impl Store for SqliteStore {
         .bind(i64::from(depth))
         .fetch_all(&mut *self.connection().await?)
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(Head {
-                    job_id: row.try_get("id")?,
-                    user_id: row.try_get("user_id")?,
-                    priority: priority_from_int(row.try_get("priority")?)?,
-                    created_at_ms: row.try_get("created_at")?,
-                    user_queued: row.try_get::<i64, _>("queued")? as u32,
-                    user_running: row.try_get::<i64, _>("running")? as u32,
-                })
-            })
-            .collect()
+        rows.iter().map(head_from_row).collect()
     }
 
     async fn ready_providers(&self, now_ms: i64) -> StoreResult<Vec<String>> {
@@ -471,20 +374,8 @@ impl Store for SqliteStore {
         Ok(changed == 1)
     }
 
-    async fn succeed(&self, job_id: &str, owner: &str, transcript_json: &str, now_ms: i64) -> StoreResult<bool> {
-        self.end_lease(job_id, owner, JobStatus::Succeeded, Ending { finished_at: Some(now_ms), transcript: Some(transcript_json.to_string()), ..Ending::default() })
-            .await
-    }
 
-    async fn retry_later(&self, job_id: &str, owner: &str, run_at_ms: i64, error: &JobError) -> StoreResult<bool> {
-        self.end_lease(job_id, owner, JobStatus::Queued, Ending { run_at: Some(run_at_ms), error: Some(error.clone()), ..Ending::default() })
-            .await
-    }
 
-    async fn fail(&self, job_id: &str, owner: &str, error: &JobError, now_ms: i64) -> StoreResult<bool> {
-        self.end_lease(job_id, owner, JobStatus::Failed, Ending { finished_at: Some(now_ms), error: Some(error.clone()), ..Ending::default() })
-            .await
-    }
 
     async fn requeue_expired(&self, now_ms: i64) -> StoreResult<u64> {
         self.write(

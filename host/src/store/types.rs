@@ -96,6 +96,19 @@ pub struct JobError {
     pub message: String,
 }
 
+/// What ending a lease writes besides the status (see `Store::end_lease`).
+#[derive(Debug, Clone, Default)]
+pub struct LeaseEnd {
+    /// When a retried job may run again.
+    pub run_at: Option<i64>,
+    /// When a job finished for good.
+    pub finished_at: Option<i64>,
+    /// A succeeded job's transcript (JSON).
+    pub transcript: Option<String>,
+    /// Why the attempt failed.
+    pub error: Option<JobError>,
+}
+
 /// A stored job.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Job {

@@ -113,6 +113,9 @@ pub struct Config {
     pub audio_retention_hours: u64,
     /// `SCRIBE_LEASE_SECONDS`: a running job's lease.
     pub lease_seconds: u64,
+    /// `SCRIBE_FLEET_POLL_SECONDS`: on PostgreSQL, the longest a scheduler
+    /// sleeps without a wake-up (covers a lost notification).
+    pub fleet_poll_seconds: u64,
     /// `SCRIBE_MODEL_DIR`: where local models live, one folder per model
     /// (default: the user's cache dir, `~/.cache/scribe/models`).
     pub model_dir: PathBuf,
@@ -190,6 +193,7 @@ impl Config {
             max_queue_length: src.get("SCRIBE_MAX_QUEUE_LENGTH", 10_000)?,
             audio_retention_hours: src.get("SCRIBE_AUDIO_RETENTION_HOURS", 24)?,
             lease_seconds: src.positive("SCRIBE_LEASE_SECONDS", 30)?,
+            fleet_poll_seconds: src.positive("SCRIBE_FLEET_POLL_SECONDS", 10)?,
             model_dir,
             memory_limit_mb: src.opt("SCRIBE_MEMORY_LIMIT_MB")?,
             dispatch: src.get("SCRIBE_DISPATCH", true)?,

@@ -21,6 +21,8 @@
 //!   and `audio_url` downloads that cannot reach internal addresses;
 //! - [`retention`]: removes audio no job needs any more (uses `store` and
 //!   `audio`);
+//! - [`wakeup`]: waking the schedulers (in-process, and across instances
+//!   with PostgreSQL's LISTEN/NOTIFY);
 //! - [`activity`]: the last minutes' events behind the queue-status figures;
 //! - [`formats`]: transcripts rendered as json, text, srt, vtt, verbose_json;
 //! - [`models`]: `scribe models fetch`, the offline models for `local-whisper`;
@@ -48,3 +50,4 @@ pub mod scheduler;
 pub mod server;
 pub mod store;
 pub mod users;
+pub mod wakeup;

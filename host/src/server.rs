@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use tokio::sync::{oneshot, Notify};
 
+use crate::wakeup::Wakeup;
+
 use crate::api::{self, AppState};
 use crate::audio::{AudioStore, LocalAudioStore, UrlFetcher};
 use crate::cache::TranscriptCache;
@@ -66,8 +68,8 @@ pub struct Running {
     pub store: Arc<dyn Store>,
     /// Its audio store.
     pub audio: Arc<dyn AudioStore>,
-    /// The scheduler's wake-up, notified after each accepted submit.
-    pub wake: Arc<Notify>,
+    /// The schedulers' wake-up, after each accepted submit.
+    pub wake: Arc<Wakeup>,
     shutdown: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<(), ServerError>>,
     stop_dispatch: Arc<Notify>,
@@ -109,7 +111,13 @@ pub async fn start_on(config: Config, listener: TcpListener) -> Result<Running, 
     let acquire_seconds = metrics.db_pool_acquire_seconds.clone();
     store.observe_acquires(Arc::new(move |waited| acquire_seconds.observe(waited.as_secs_f64())));
     let audio: Arc<dyn AudioStore> = Arc::new(LocalAudioStore::new(config.data_dir.join("audio")));
-    let wake = Arc::new(Notify::new());
+    let wake = match config.database_url.as_deref() {
+        Some(url) if store::is_postgres_url(url) => {
+            let poll = Duration::from_secs(config.fleet_poll_seconds);
+            Wakeup::postgres(url, poll).await.map_err(|e| ServerError::Store(e.into()))?
+        }
+        _ => Wakeup::local(),
+    };
     let cache = Arc::new(TranscriptCache::new(&config, store.clone(), metrics.clone()));
     let (job_events, _) = tokio::sync::broadcast::channel(JOB_EVENTS_CAPACITY);
     let limiter: Arc<dyn RateLimiter> = Arc::new(LocalRateLimiter::default());

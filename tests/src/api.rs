@@ -60,6 +60,11 @@ async fn start(dir: &std::path::Path, config_toml: &str, vars: &[(String, String
 }
 
 impl Env {
+    /// The server's data directory (another instance can share it).
+    pub fn server_dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
     /// Shuts the server down and starts it again on the same data
     /// directory and settings (a new address; users and jobs kept).
     pub async fn restart(self) -> Env {

@@ -23,7 +23,7 @@ use tokio::sync::Notify;
 struct Engine {
     store: Arc<dyn Store>,
     audio: Arc<dyn AudioStore>,
-    wake: Arc<Notify>,
+    wake: Arc<scribe_host::wakeup::Wakeup>,
     stop: Arc<Notify>,
     fake: FakeOpenAi,
     _dir: tempfile::TempDir,
@@ -46,7 +46,7 @@ async fn engine_with(config_toml: &str, env: &[(&str, &str)]) -> Engine {
     let plugins = Plugins::start(&config, Metrics::new()).await.unwrap();
     let store = scribe_host::store::open(&config).await.unwrap();
     let audio: Arc<dyn AudioStore> = Arc::new(LocalAudioStore::new(dir.path().join("audio")));
-    let (wake, stop) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let (wake, stop) = (scribe_host::wakeup::Wakeup::local(), Arc::new(Notify::new()));
     let cache = Arc::new(TranscriptCache::new(&config, store.clone(), Metrics::new()));
     let scheduler = Scheduler::new(Parts {
         config,
@@ -100,7 +100,7 @@ impl Engine {
                 n += 1;
             }
         }
-        self.wake.notify_one();
+        self.wake.wake();
         ids
     }
 

@@ -60,7 +60,7 @@ async fn resume(State(state): State<Arc<AppState>>, Path(name): Path<String>, he
     require_admin(&headers, state.config.admin_api_key.as_deref())?;
     require_provider(&state, &name)?;
     state.limiter.release(&name);
-    state.wake.notify_one();
+    state.wake.wake();
     tracing::info!(provider = %name, "provider resumed by an operator");
     Ok(Json(ProviderState { paused: state.limiter.is_held(&name), provider: name }))
 }

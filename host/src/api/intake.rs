@@ -186,7 +186,7 @@ pub(super) async fn enqueue(
         state.metrics.jobs_submitted.with_label_values(&[&job.spec.provider]).inc();
         state.activity.submitted(&job.user_id);
         match job.status {
-            JobStatus::Queued => state.wake.notify_one(),
+            JobStatus::Queued => state.wake.wake(),
             _ => state.metrics.job_finished(&job.spec.provider, job.status.as_str(), 0.0),
         }
     }

@@ -26,7 +26,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use tokio::sync::{broadcast, Notify};
+use tokio::sync::broadcast;
 
 use crate::audio::{AudioStore, UrlFetcher};
 use crate::cache::TranscriptCache;
@@ -53,7 +53,7 @@ pub struct AppState {
     /// Downloads the audio of submits that name an `audio_url`.
     pub fetcher: UrlFetcher,
     /// The scheduler's wake-up: notified after each accepted submit.
-    pub wake: Arc<Notify>,
+    pub wake: Arc<crate::wakeup::Wakeup>,
     /// Recent events for the queue-status figures (shared with the scheduler).
     pub activity: Arc<crate::activity::Activity>,
     /// Provider concurrency caps (shared with the scheduler).

@@ -49,7 +49,7 @@ pub struct Parts {
     /// Transcripts by cache key: one provider call per key at a time.
     pub cache: Arc<TranscriptCache>,
     /// Woken on every event that may allow a dispatch.
-    pub wake: Arc<Notify>,
+    pub wake: Arc<crate::wakeup::Wakeup>,
     /// Jobs finished and retried are counted here.
     pub metrics: crate::metrics::Metrics,
     /// Provider calls noted for the queue-status figures.
@@ -127,7 +127,8 @@ impl Scheduler {
                     Some(Instant::now() + Duration::from_secs(1))
                 }
             };
-            let sleep = tokio::time::sleep_until(next.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600)));
+            let idle = Instant::now() + self.parts.wake.poll_interval().unwrap_or(Duration::from_secs(3600));
+            let sleep = tokio::time::sleep_until(next.map_or(idle, |at| at.min(idle)));
             tokio::select! {
                 () = self.parts.wake.notified() => {}
                 () = sleep => {}

@@ -59,7 +59,7 @@ impl Scheduler {
         }
         // No one listening is fine.
         let _ = self.parts.job_events.send(job.id.clone());
-        self.parts.wake.notify_one();
+        self.parts.wake.wake();
     }
 
     /// Sleeps until a token of `provider` can be taken, from `at` on.

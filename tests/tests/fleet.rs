@@ -1,0 +1,43 @@
+//! Several instances on one PostgreSQL database (a database of its own per
+//! test): what one instance accepts, another runs.
+
+use reqwest::StatusCode;
+use scribe_host::server;
+use scribe_tests::api::{form, serve};
+use scribe_tests::fake_openai::FakeOpenAi;
+use scribe_tests::postgres::TestDatabase;
+use serde_json::Value;
+
+/// A submit to an API-only instance wakes the scheduler of another
+/// instance at once: the runner's slow poll and lease check are an hour
+/// away, so only the notification can start the job within the wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submit_on_one_instance_wakes_the_scheduler_on_another() {
+    let database = TestDatabase::create().await;
+    let fake = FakeOpenAi::start("sk-test").await;
+    let hour = "3600";
+    // Instance A: accepts jobs, runs none.
+    let api = serve(&[("DATABASE_URL", &database.url)]).await;
+    // Instance B: same database and data directory (the audio), runs jobs.
+    let base_url = fake.base_url();
+    let runner_vars = [
+        ("DATABASE_URL", database.url.as_str()),
+        ("OPENAI_API_KEY", "sk-test"),
+        ("OPENAI_BASE_URL", base_url.as_str()),
+        ("SCRIBE_DISPATCH", "true"),
+        ("SCRIBE_FLEET_POLL_SECONDS", hour),
+        ("SCRIBE_LEASE_SECONDS", hour),
+    ];
+    let config = scribe_tests::test_config(api.server_dir(), "", &runner_vars);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let runner = server::start_on(config, listener).await.expect("the second instance starts");
+
+    let audio = scribe_tests::wav(7, 400);
+    let response = api.submit(&api.ann, form(Some(&audio), &[])).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let id = response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    let job = api.job_reaching(&id, "succeeded").await;
+    assert_eq!(job["attempts"], 1, "{job}");
+    assert_eq!(fake.calls(), 1, "the runner called the provider once");
+    runner.shutdown().await.expect("the runner stops");
+}

@@ -64,6 +64,10 @@ pub struct Metrics {
     /// `scribe_provider_rate_limit_per_minute{provider}` (set when scraped;
     /// 0: unlimited).
     pub rate_limit_per_minute: IntGaugeVec,
+    /// `scribe_instance_info{instance}`: 1, labelled with the id of the
+    /// instance answering (its lease owner name), so a fleet's series can
+    /// be told apart.
+    pub instance_info: IntGaugeVec,
     /// `scribe_active_users`: users with a job queued or running, or a
     /// submit in the last 5 minutes (set when scraped).
     pub active_users: IntGauge,
@@ -150,6 +154,7 @@ impl Metrics {
         let rate_limit_per_minute =
             gauge_vec("provider_rate_limit_per_minute", "A provider's calls-per-minute limit (0: none).", &["provider"]);
         let active_users = gauge("active_users", "Users with a job queued or running, or a submit in the last 5 minutes.");
+        let instance_info = gauge_vec("instance_info", "1, labelled with the id of the Scribe instance answering.", &["instance"]);
         let queue_jobs = gauge_vec("queue_jobs", "Jobs queued or running.", &["provider", "status"]);
         let db_pool_connections = gauge_vec("db_pool_connections", "Database connections by state.", &["state"]);
         let db_pool_max = gauge("db_pool_max_connections", "The most database connections (DB_POOL_SIZE).");
@@ -162,6 +167,7 @@ impl Metrics {
         let resident_memory = gauge("process_resident_memory_bytes", "Resident memory of the process.");
         let memory_limit = gauge("process_memory_limit_bytes", "The memory limit (cgroup, or SCRIBE_MEMORY_LIMIT_MB).");
         Self {
+            instance_info,
             registry,
             plugin_calls,
             plugin_failures,

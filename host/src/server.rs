@@ -111,6 +111,8 @@ pub async fn start_on(config: Config, listener: TcpListener) -> Result<Running, 
     let acquire_seconds = metrics.db_pool_acquire_seconds.clone();
     store.observe_acquires(Arc::new(move |waited| acquire_seconds.observe(waited.as_secs_f64())));
     let audio: Arc<dyn AudioStore> = Arc::new(LocalAudioStore::new(config.data_dir.join("audio")));
+    let instance = format!("scribe-{}-{}", std::process::id(), uuid::Uuid::now_v7());
+    metrics.instance_info.with_label_values(&[instance.as_str()]).set(1);
     let wake = match config.database_url.as_deref() {
         Some(url) if store::is_postgres_url(url) => {
             let poll = Duration::from_secs(config.fleet_poll_seconds);
@@ -136,6 +138,7 @@ pub async fn start_on(config: Config, listener: TcpListener) -> Result<Running, 
         activity: activity.clone(),
         gate: gate.clone(),
         config: Arc::new(config),
+        instance,
     });
     let retention = retention::spawn(
         store.clone(),
@@ -156,7 +159,7 @@ pub async fn start_on(config: Config, listener: TcpListener) -> Result<Running, 
             job_events,
             metrics: metrics.clone(),
             activity,
-            owner: format!("scribe-{}-{}", std::process::id(), uuid::Uuid::now_v7()),
+            owner: state.instance.clone(),
         });
         tokio::spawn(scheduler.run(stop_dispatch.clone(), DRAIN_TIMEOUT))
     });

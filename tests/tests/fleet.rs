@@ -41,3 +41,41 @@ async fn a_submit_on_one_instance_wakes_the_scheduler_on_another() {
     assert_eq!(fake.calls(), 1, "the runner called the provider once");
     runner.shutdown().await.expect("the runner stops");
 }
+
+/// Two instances on one database each say which one answers (admin queue
+/// status, `scribe_instance_info`), and both count the fleet's queue: jobs
+/// accepted by one are in the other's figures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_instance_names_itself_and_counts_the_fleets_queue() {
+    let database = TestDatabase::create().await;
+    let admin = "admin-secret";
+    let vars = [("DATABASE_URL", database.url.as_str()), ("ADMIN_API_KEY", admin)];
+    let first = serve(&vars).await;
+    let config = scribe_tests::test_config(first.server_dir(), "", &[("DATABASE_URL", database.url.as_str()), ("ADMIN_API_KEY", admin), ("OPENAI_API_KEY", "sk-test"), ("SCRIBE_DISPATCH", "false")]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let second = server::start_on(config, listener).await.expect("the second instance starts");
+    let second_base = format!("http://{}", second.addr);
+
+    for seed in 1..=2 {
+        let response = first.submit(&first.ann, form(Some(&scribe_tests::wav(seed, 400)), &[])).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+    }
+    let status = |base: String| {
+        let client = first.client.clone();
+        async move {
+            let response = client.post(format!("{base}/api/queue-status")).bearer_auth(admin).send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    let (a, b) = (status(first.base.clone()).await, status(second_base.clone()).await);
+    assert_eq!(b["queue"]["queueLength"], 2, "the second instance counts jobs the first accepted: {b}");
+    assert_eq!(a["queue"]["queueLength"], 2, "{a}");
+    let (id_a, id_b) = (a["instance"].as_str().expect("instance named"), b["instance"].as_str().expect("instance named"));
+    assert_ne!(id_a, id_b, "each instance names itself");
+    for (base, id) in [(&first.base, id_a), (&second_base, id_b)] {
+        let metrics = first.client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+        assert!(metrics.contains(&format!("scribe_instance_info{{instance=\"{id}\"}} 1")), "{id} in {base}/metrics");
+    }
+    second.shutdown().await.expect("the second instance stops");
+}

@@ -40,6 +40,9 @@ use crate::store::Store;
 pub struct AppState {
     /// The configuration.
     pub config: Arc<Config>,
+    /// This instance's id (also its lease owner name and the `instance`
+    /// of `scribe_instance_info`).
+    pub instance: String,
     /// The plugin runtime.
     pub plugins: Arc<Plugins>,
     /// The metrics.

@@ -2,9 +2,11 @@
 //! the brief's queue-status document, field for field (camelCase, all
 //! numbers). `queue.*` speaks of the default provider; per-minute figures
 //! are over the last 60 s of this instance, active users over 5 minutes
-//! (a job queued or running, or a submit). The public form names no user
+//! (a job queued or running, or a submit); job counts come from the store,
+//! so on PostgreSQL they are the fleet's. The public form names no user
 //! and no job; the admin form adds per-user (progress over
-//! [`PROGRESS_WINDOW_MS`]), per-provider and per-plugin detail.
+//! [`PROGRESS_WINDOW_MS`]), per-provider and per-plugin detail, and which
+//! instance answered.
 
 use std::sync::Arc;
 
@@ -59,6 +61,7 @@ async fn admin(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result
     }
     doc["users"] = Value::Object(users);
     doc["plugins"] = serde_json::to_value(state.plugins.list()).unwrap_or(Value::Null);
+    doc["instance"] = Value::String(state.instance.clone());
     Ok(Json(doc))
 }
 

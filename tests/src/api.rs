@@ -60,9 +60,17 @@ async fn start(dir: &std::path::Path, config_toml: &str, vars: &[(String, String
 }
 
 impl Env {
-    /// The server's data directory (another instance can share it).
-    pub fn server_dir(&self) -> &std::path::Path {
-        self.dir.path()
+    /// Another instance beside this one: the same data directory (so the
+    /// same audio) and settings, `env` on top (an empty value unsets one);
+    /// it creates no users (with a shared database they exist already).
+    pub async fn another_instance(&self, env: &[(&str, &str)]) -> Running {
+        let mut vars = self.vars.clone();
+        for (name, value) in env {
+            vars.retain(|(k, _)| k != name);
+            vars.push((name.to_string(), value.to_string()));
+        }
+        vars.retain(|(_, v)| !v.is_empty());
+        start(self.dir.path(), &self.config_toml, &vars).await
     }
 
     /// Shuts the server down and starts it again on the same data

@@ -2,7 +2,6 @@
 //! test): what one instance accepts, another runs.
 
 use reqwest::StatusCode;
-use scribe_host::server;
 use scribe_tests::api::{form, serve};
 use scribe_tests::fake_openai::FakeOpenAi;
 use scribe_tests::postgres::TestDatabase;
@@ -20,17 +19,14 @@ async fn a_submit_on_one_instance_wakes_the_scheduler_on_another() {
     let api = serve(&[("DATABASE_URL", &database.url)]).await;
     // Instance B: same database and data directory (the audio), runs jobs.
     let base_url = fake.base_url();
-    let runner_vars = [
-        ("DATABASE_URL", database.url.as_str()),
-        ("OPENAI_API_KEY", "sk-test"),
-        ("OPENAI_BASE_URL", base_url.as_str()),
-        ("SCRIBE_DISPATCH", "true"),
-        ("SCRIBE_FLEET_POLL_SECONDS", hour),
-        ("SCRIBE_LEASE_SECONDS", hour),
-    ];
-    let config = scribe_tests::test_config(api.server_dir(), "", &runner_vars);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let runner = server::start_on(config, listener).await.expect("the second instance starts");
+    let runner = api
+        .another_instance(&[
+            ("OPENAI_BASE_URL", base_url.as_str()),
+            ("SCRIBE_DISPATCH", "true"),
+            ("SCRIBE_FLEET_POLL_SECONDS", hour),
+            ("SCRIBE_LEASE_SECONDS", hour),
+        ])
+        .await;
 
     let audio = scribe_tests::wav(7, 400);
     let response = api.submit(&api.ann, form(Some(&audio), &[])).send().await.unwrap();
@@ -51,9 +47,7 @@ async fn each_instance_names_itself_and_counts_the_fleets_queue() {
     let admin = "admin-secret";
     let vars = [("DATABASE_URL", database.url.as_str()), ("ADMIN_API_KEY", admin)];
     let first = serve(&vars).await;
-    let config = scribe_tests::test_config(first.server_dir(), "", &[("DATABASE_URL", database.url.as_str()), ("ADMIN_API_KEY", admin), ("OPENAI_API_KEY", "sk-test"), ("SCRIBE_DISPATCH", "false")]);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let second = server::start_on(config, listener).await.expect("the second instance starts");
+    let second = first.another_instance(&[]).await;
     let second_base = format!("http://{}", second.addr);
 
     for seed in 1..=2 {

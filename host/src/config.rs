@@ -96,6 +96,9 @@ pub struct Config {
     pub database_url: Option<String>,
     /// `SCRIBE_PLUGIN_DIR`: the watched plugin directory.
     pub plugin_dir: PathBuf,
+    /// `SCRIBE_AUDIO_STORE` (`directory` or `database`) and
+    /// `SCRIBE_AUDIO_DIR`: where uploaded audio is kept.
+    pub audio_store: AudioStoreKind,
     /// `ADMIN_API_KEY`: unset means admin routes refuse everything.
     pub admin_api_key: Option<String>,
     /// `SCRIBE_MAX_UPLOAD_BYTES`: the largest audio upload.
@@ -181,9 +184,12 @@ impl Config {
         let local = plugins.entry(LOCAL_PROVIDER.to_string()).or_default();
         local.read_only_dir.get_or_insert_with(|| model_dir.clone());
         local.memory_mb.get_or_insert(LOCAL_PROVIDER_MEMORY_MB);
+        let database_url = check_database_url(src.raw("DATABASE_URL"))?;
+        let audio_store = audio_store_kind(&src, &data_dir, database_url.as_deref())?;
         let config = Self {
+            audio_store,
             listen: src.get("SCRIBE_LISTEN", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
-            database_url: check_database_url(src.raw("DATABASE_URL"))?,
+            database_url,
             plugin_dir,
             admin_api_key: src.opt::<String>("ADMIN_API_KEY")?.filter(|k| !k.is_empty()),
             max_upload_bytes: src.get("SCRIBE_MAX_UPLOAD_BYTES", 25 * 1024 * 1024)?,
@@ -234,6 +240,40 @@ impl Config {
     /// The settings of one plugin (empty defaults when the file has none).
     pub fn plugin(&self, name: &str) -> PluginSettings {
         self.plugins.get(name).cloned().unwrap_or_default()
+    }
+}
+
+/// Where uploaded audio is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AudioStoreKind {
+    /// Files in a directory (`SCRIBE_AUDIO_DIR`, default
+    /// `$SCRIBE_DATA_DIR/audio`): one instance's own, or one every instance
+    /// of a fleet mounts.
+    Directory(PathBuf),
+    /// In the PostgreSQL database (a fleet's default).
+    Database,
+}
+
+/// `SCRIBE_AUDIO_STORE`: `directory` (the default on SQLite) or `database`
+/// (the default on PostgreSQL, where every instance can read it; refused
+/// on SQLite, whose instance has the directory to itself anyway).
+fn audio_store_kind(src: &Source<'_>, data_dir: &std::path::Path, database_url: Option<&str>) -> Result<AudioStoreKind, ConfigError> {
+    let on_postgres = database_url.is_some_and(crate::store::is_postgres_url);
+    let dir = src.get("SCRIBE_AUDIO_DIR", data_dir.join("audio"))?;
+    let chosen = src.opt::<String>("SCRIBE_AUDIO_STORE")?.map(|v| v.trim().to_ascii_lowercase());
+    match chosen.as_deref() {
+        None | Some("") if on_postgres => Ok(AudioStoreKind::Database),
+        None | Some("") | Some("directory") => Ok(AudioStoreKind::Directory(dir)),
+        Some("database") if on_postgres => Ok(AudioStoreKind::Database),
+        Some(other) => Err(ConfigError::Invalid {
+            name: "SCRIBE_AUDIO_STORE".into(),
+            value: other.to_string(),
+            reason: if other == "database" {
+                "audio in the database needs DATABASE_URL=postgres://...; on SQLite use directory".into()
+            } else {
+                "expected directory or database".into()
+            },
+        }),
     }
 }
 
@@ -496,6 +536,20 @@ mod tests {
         assert_eq!(c.database_url.as_deref(), Some("sqlite:///tmp/x.db"));
         let c = Config::from_vars(vars(&[("DATABASE_URL", "postgres://postgres@127.0.0.1/test")])).unwrap();
         assert_eq!(c.database_url.as_deref(), Some("postgres://postgres@127.0.0.1/test"));
+    }
+
+    #[test]
+    fn audio_goes_to_the_database_on_postgres_and_to_a_directory_otherwise() {
+        let pg = ("DATABASE_URL", "postgres://postgres@127.0.0.1/test");
+        let c = Config::from_vars(vars(&[("SCRIBE_DATA_DIR", "/d")])).unwrap();
+        assert_eq!(c.audio_store, AudioStoreKind::Directory(PathBuf::from("/d/audio")));
+        assert_eq!(Config::from_vars(vars(&[pg])).unwrap().audio_store, AudioStoreKind::Database);
+        let shared = Config::from_vars(vars(&[pg, ("SCRIBE_AUDIO_STORE", "directory"), ("SCRIBE_AUDIO_DIR", "/shared")])).unwrap();
+        assert_eq!(shared.audio_store, AudioStoreKind::Directory(PathBuf::from("/shared")));
+        let err = Config::from_vars(vars(&[("SCRIBE_AUDIO_STORE", "database")])).unwrap_err().to_string();
+        assert!(err.starts_with("SCRIBE_AUDIO_STORE:") && err.contains("postgres://"), "{err}");
+        let err = Config::from_vars(vars(&[pg, ("SCRIBE_AUDIO_STORE", "s3")])).unwrap_err().to_string();
+        assert!(err.starts_with("SCRIBE_AUDIO_STORE:"), "{err}");
     }
 
     #[test]

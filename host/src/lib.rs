@@ -14,10 +14,13 @@
 //!   temperature), in memory and in the store, one provider call per key;
 //! - [`plugins`]: the plugin runtime (engines, sandbox, registry, hot swap);
 //!   it knows nothing of jobs, users or storage;
+//! - [`admission`]: a job starts only within its provider's limits, held
+//!   in-process or, for a fleet, in PostgreSQL; [`instances`]: a fleet's
+//!   heartbeats;
 //! - [`store`] (users and jobs, durably), [`users`] (API keys), [`limiter`]
-//!   (rate per provider) and [`gate`] (concurrency per provider);
+//!   (rate per provider: the GCRA) and [`gate`] (concurrency per provider);
 //! - [`audio`]: uploads stored by sha256 behind the `AudioStore` trait
-//!   (`$SCRIBE_DATA_DIR/audio` locally), audio recognised by its bytes,
+//!   (a directory, or PostgreSQL in a fleet), audio recognised by its bytes,
 //!   and `audio_url` downloads that cannot reach internal addresses;
 //! - [`retention`]: removes audio no job needs any more (uses `store` and
 //!   `audio`);
@@ -29,6 +32,7 @@
 //! - [`config`], [`metrics`], [`process`], [`clock`] and [`files`] at the bottom, importing none of the above.
 
 pub mod activity;
+pub mod admission;
 pub mod api;
 pub mod audio;
 pub mod bench;
@@ -40,6 +44,7 @@ pub mod demo;
 pub mod files;
 pub mod formats;
 pub mod gate;
+pub mod instances;
 pub mod limiter;
 pub mod metrics;
 pub mod models;

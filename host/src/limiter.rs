@@ -59,26 +59,74 @@ pub trait RateLimiter: Send + Sync {
 
 /// How far ahead a held provider's next token is reported: the scheduler
 /// sleeps until then unless woken (a release wakes it).
-const HELD_RECHECK: Duration = Duration::from_secs(3600);
+pub const HELD_RECHECK: Duration = Duration::from_secs(3600);
 
-#[derive(Debug, Default)]
-struct Cell {
+/// A point in time the GCRA computes with: a local [`Instant`] for one
+/// instance, or the database's clock ([`Micros`]) for a fleet, whose
+/// instances must share one clock.
+pub trait Moment: Copy + Ord + std::ops::Add<Duration, Output = Self> {
+    /// `self - duration`, if representable.
+    fn checked_sub(self, duration: Duration) -> Option<Self>;
+}
+
+impl Moment for Instant {
+    fn checked_sub(self, duration: Duration) -> Option<Self> {
+        Instant::checked_sub(&self, duration)
+    }
+}
+
+/// Microseconds since the Unix epoch (the database's clock in a fleet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Micros(pub i64);
+
+impl std::ops::Add<Duration> for Micros {
+    type Output = Self;
+    fn add(self, duration: Duration) -> Self {
+        Micros(self.0.saturating_add(duration.as_micros().min(i64::MAX as u128) as i64))
+    }
+}
+
+impl Moment for Micros {
+    fn checked_sub(self, duration: Duration) -> Option<Self> {
+        i64::try_from(duration.as_micros()).ok().and_then(|d| self.0.checked_sub(d)).map(Micros)
+    }
+}
+
+impl Micros {
+    /// How long from `self` until `later` (zero if it has passed).
+    pub fn until(self, later: Micros) -> Duration {
+        Duration::from_micros(later.0.saturating_sub(self.0).max(0) as u64)
+    }
+}
+
+/// One provider's limiter state: the one GCRA both the in-process limiter
+/// and the fleet's database-held one ([`crate::admission`]) decide with.
+#[derive(Debug, Clone, Copy)]
+pub struct Cell<T> {
     /// The theoretical arrival time of the next call.
-    tat: Option<Instant>,
-    paused_until: Option<Instant>,
-    held: bool,
+    pub tat: Option<T>,
+    /// A 429's retry-after pause.
+    pub paused_until: Option<T>,
+    /// An operator's pause.
+    pub held: bool,
+}
+
+impl<T> Default for Cell<T> {
+    fn default() -> Self {
+        Self { tat: None, paused_until: None, held: false }
+    }
 }
 
 /// The in-process limiter: exact for one instance.
 #[derive(Debug, Default)]
 pub struct LocalRateLimiter {
-    cells: Mutex<HashMap<String, Cell>>,
+    cells: Mutex<HashMap<String, Cell<Instant>>>,
 }
 
-impl Cell {
+impl<T: Moment> Cell<T> {
     /// The slot a call at `now` would take (`Ok`: the new theoretical
     /// arrival time to store), or when the next one frees up.
-    fn next_slot(&self, rate: Option<Rate>, now: Instant) -> Result<Option<Instant>, Instant> {
+    pub fn next_slot(&self, rate: Option<Rate>, now: T) -> Result<Option<T>, T> {
         if self.held {
             return Err(now + HELD_RECHECK);
         }

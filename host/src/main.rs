@@ -148,6 +148,9 @@ enum BenchCommand {
         jobs_per_user: u32,
         #[command(flatten)]
         load: Load,
+        #[cfg(feature = "bench")]
+        #[command(flatten)]
+        fleet: bench::FleetOptions,
     },
     /// A load scenario of the brief in scaled time: `ramp` (users join one
     /// by one), `sustained` (a steady stream at 90 % of the limit) or
@@ -175,6 +178,9 @@ enum BenchCommand {
         /// Provider calls at once.
         #[arg(long, default_value_t = 32)]
         concurrency: u32,
+        #[cfg(feature = "bench")]
+        #[command(flatten)]
+        fleet: bench::FleetOptions,
     },
 }
 
@@ -269,15 +275,15 @@ async fn run_bench(what: BenchCommand) -> anyhow::Result<()> {
             Ok(bench::run_local(&bench::LocalBench { model, audio, rounds, component }).await?)
         }
         #[cfg(feature = "bench")]
-        BenchCommand::Burst { jobs_per_user, load } => {
+        BenchCommand::Burst { jobs_per_user, load, fleet } => {
             let latency = std::time::Duration::from_millis(load.latency_ms);
-            let settings =
-                bench::Burst { users: load.users, jobs_per_user, rate_per_minute: load.rate, concurrency: load.concurrency, latency };
+            let (users, rate_per_minute, concurrency) = (load.users, load.rate, load.concurrency);
+            let settings = bench::Burst { users, jobs_per_user, rate_per_minute, concurrency, latency, fleet };
             Ok(bench::run_burst(&settings).await?)
         }
         #[cfg(feature = "bench")]
-        BenchCommand::Throughput { jobs, clients, concurrency } => {
-            Ok(bench::run_throughput(&bench::Throughput { jobs, clients, concurrency }).await?)
+        BenchCommand::Throughput { jobs, clients, concurrency, fleet } => {
+            Ok(bench::run_throughput(&bench::Throughput { jobs, clients, concurrency, fleet }).await?)
         }
         #[cfg(feature = "bench")]
         BenchCommand::Scenario { name, load, seconds } => {

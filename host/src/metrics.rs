@@ -68,6 +68,9 @@ pub struct Metrics {
     /// instance answering (its lease owner name), so a fleet's series can
     /// be told apart.
     pub instance_info: IntGaugeVec,
+    /// `scribe_fleet_instances`: instances alive (by heartbeat, on
+    /// PostgreSQL; 1 on SQLite), set when scraped.
+    pub fleet_instances: IntGauge,
     /// `scribe_active_users`: users with a job queued or running, or a
     /// submit in the last 5 minutes (set when scraped).
     pub active_users: IntGauge,
@@ -155,6 +158,7 @@ impl Metrics {
             gauge_vec("provider_rate_limit_per_minute", "A provider's calls-per-minute limit (0: none).", &["provider"]);
         let active_users = gauge("active_users", "Users with a job queued or running, or a submit in the last 5 minutes.");
         let instance_info = gauge_vec("instance_info", "1, labelled with the id of the Scribe instance answering.", &["instance"]);
+        let fleet_instances = gauge("fleet_instances", "Scribe instances alive on this database (by heartbeat; 1 on SQLite).");
         let queue_jobs = gauge_vec("queue_jobs", "Jobs queued or running.", &["provider", "status"]);
         let db_pool_connections = gauge_vec("db_pool_connections", "Database connections by state.", &["state"]);
         let db_pool_max = gauge("db_pool_max_connections", "The most database connections (DB_POOL_SIZE).");
@@ -168,6 +172,7 @@ impl Metrics {
         let memory_limit = gauge("process_memory_limit_bytes", "The memory limit (cgroup, or SCRIBE_MEMORY_LIMIT_MB).");
         Self {
             instance_info,
+            fleet_instances,
             registry,
             plugin_calls,
             plugin_failures,

@@ -12,13 +12,12 @@ use tokio::sync::{oneshot, Notify};
 use crate::wakeup::Wakeup;
 
 use crate::api::{self, AppState};
-use crate::audio::{AudioStore, LocalAudioStore, UrlFetcher};
+use crate::admission::{Admission, FleetAdmission, LocalAdmission};
+use crate::audio::{AudioStore, DatabaseAudioStore, LocalAudioStore, UrlFetcher};
 use crate::cache::TranscriptCache;
-use crate::config::Config;
+use crate::config::{AudioStoreKind, Config};
 use crate::metrics::Metrics;
 use crate::plugins::{DirWatcher, Plugins, StartError};
-use crate::gate::LocalGate;
-use crate::limiter::{LocalRateLimiter, RateLimiter};
 use crate::scheduler::{Parts, Scheduler};
 use crate::retention;
 use crate::store::{self, Store, StoreError};
@@ -51,6 +50,9 @@ pub enum ServerError {
         /// Why.
         source: std::io::Error,
     },
+    /// The fleet's heartbeat or wake-ups could not start.
+    #[error("cannot join the fleet on PostgreSQL: {0}")]
+    Fleet(#[from] sqlx::Error),
     /// Serving failed.
     #[error("serving failed: {0}")]
     Serve(std::io::Error),
@@ -75,6 +77,7 @@ pub struct Running {
     stop_dispatch: Arc<Notify>,
     scheduler: Option<tokio::task::JoinHandle<()>>,
     retention: tokio::task::JoinHandle<()>,
+    presence: Option<Arc<crate::instances::Presence>>,
     _watcher: DirWatcher,
 }
 
@@ -91,7 +94,11 @@ impl Running {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        (&mut self.task).await.unwrap_or(Ok(()))
+        let served = (&mut self.task).await.unwrap_or(Ok(()));
+        if let Some(presence) = self.presence.take().and_then(|p| Arc::try_unwrap(p).ok()) {
+            presence.leave().await;
+        }
+        served
     }
 }
 
@@ -107,24 +114,30 @@ pub async fn start_on(config: Config, listener: TcpListener) -> Result<Running, 
     let metrics = Metrics::new();
     let plugins = Plugins::start(&config, metrics.clone()).await?;
     let watcher = plugins.watch()?;
-    let store = store::open(&config).await?;
+    let store::Opened { store, postgres } = store::open_backend(&config).await?;
     let acquire_seconds = metrics.db_pool_acquire_seconds.clone();
     store.observe_acquires(Arc::new(move |waited| acquire_seconds.observe(waited.as_secs_f64())));
-    let audio: Arc<dyn AudioStore> = Arc::new(LocalAudioStore::new(config.data_dir.join("audio")));
+    let audio: Arc<dyn AudioStore> = match (&config.audio_store, &postgres) {
+        (AudioStoreKind::Database, Some(pg)) => Arc::new(DatabaseAudioStore::new(pg.pool().clone())),
+        (AudioStoreKind::Directory(dir), _) => Arc::new(LocalAudioStore::new(dir.clone())),
+        (AudioStoreKind::Database, None) => unreachable!("the config refuses audio in SQLite"),
+    };
     let instance = format!("scribe-{}-{}", std::process::id(), uuid::Uuid::now_v7());
-    metrics.instance_info.with_label_values(&[instance.as_str()]).set(1);
-    let wake = match config.database_url.as_deref() {
-        Some(url) if store::is_postgres_url(url) => {
-            let poll = Duration::from_secs(config.fleet_poll_seconds);
-            Wakeup::postgres(url, poll).await.map_err(|e| ServerError::Store(e.into()))?
+    let (admission, presence): (Arc<dyn Admission>, _) = match &postgres {
+        Some(pg) => {
+            let presence = crate::instances::Presence::start(pg.pool().clone(), instance.clone()).await?;
+            (Arc::new(FleetAdmission::new(pg.clone())), Some(Arc::new(presence)))
         }
+        None => (Arc::new(LocalAdmission::new(store.clone())), None),
+    };
+    metrics.instance_info.with_label_values(&[instance.as_str()]).set(1);
+    let wake = match (&postgres, config.database_url.as_deref()) {
+        (Some(_), Some(url)) => Wakeup::postgres(url, Duration::from_secs(config.fleet_poll_seconds)).await?,
         _ => Wakeup::local(),
     };
     let cache = Arc::new(TranscriptCache::new(&config, store.clone(), metrics.clone()));
     let (job_events, _) = tokio::sync::broadcast::channel(JOB_EVENTS_CAPACITY);
-    let limiter: Arc<dyn RateLimiter> = Arc::new(LocalRateLimiter::default());
     let activity = Arc::new(crate::activity::Activity::default());
-    let gate: Arc<dyn crate::gate::ConcurrencyGate> = Arc::new(LocalGate::default());
     let state = Arc::new(AppState {
         cache: cache.clone(),
         plugins: plugins.clone(),
@@ -134,9 +147,9 @@ pub async fn start_on(config: Config, listener: TcpListener) -> Result<Running, 
         fetcher: UrlFetcher::new(config.audio_url_allow_private, config.audio_url_timeout_ms),
         wake: wake.clone(),
         job_events: job_events.clone(),
-        limiter: limiter.clone(),
+        admission: admission.clone(),
+        presence: presence.clone(),
         activity: activity.clone(),
-        gate: gate.clone(),
         config: Arc::new(config),
         instance,
     });
@@ -152,8 +165,7 @@ pub async fn start_on(config: Config, listener: TcpListener) -> Result<Running, 
             store: store.clone(),
             audio: audio.clone(),
             plugins: plugins.clone(),
-            limiter,
-            gate,
+            admission,
             cache,
             wake: wake.clone(),
             job_events,
@@ -186,6 +198,7 @@ pub async fn start_on(config: Config, listener: TcpListener) -> Result<Running, 
         stop_dispatch,
         scheduler,
         retention,
+        presence,
         _watcher: watcher,
     })
 }

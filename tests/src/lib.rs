@@ -20,7 +20,10 @@ use scribe_host::plugins::Plugins;
 
 pub mod api;
 pub mod browser;
+pub mod fleet;
 pub mod postgres;
+pub mod provider_view;
+pub mod proxy;
 pub use scribe_fakes::openai as fake_openai;
 pub use scribe_fakes::replicate as fake_replicate;
 

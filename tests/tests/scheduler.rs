@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use scribe_host::audio::{AudioStore, LocalAudioStore};
 use scribe_host::cache::TranscriptCache;
-use scribe_host::gate::LocalGate;
-use scribe_host::limiter::LocalRateLimiter;
+use scribe_host::admission::LocalAdmission;
+use scribe_tests::provider_view::{calls_during_retry_after, max_per_window};
 use scribe_host::metrics::Metrics;
 use scribe_host::plugins::types::Priority;
 use scribe_host::plugins::Plugins;
@@ -53,8 +53,7 @@ async fn engine_with(config_toml: &str, env: &[(&str, &str)]) -> Engine {
         store: store.clone(),
         audio: audio.clone(),
         plugins,
-        limiter: Arc::new(LocalRateLimiter::default()),
-        gate: Arc::new(LocalGate::default()),
+        admission: Arc::new(LocalAdmission::new(store.clone())),
         cache,
         wake: wake.clone(),
         job_events: tokio::sync::broadcast::channel(16).0,
@@ -117,9 +116,6 @@ impl Engine {
     }
 }
 
-fn max_per_window(arrivals: &[Instant], window: Duration) -> usize {
-    arrivals.iter().map(|&a| arrivals.iter().filter(|&&b| b >= a && b < a + window).count()).max().unwrap_or(0)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_holds_the_limits_serves_every_user_early_and_finishes_every_job_once() {
@@ -243,18 +239,8 @@ async fn faults_are_retried_within_the_policy_and_429s_pause_the_provider() {
     assert!(engine.fake.max_in_flight() <= 5);
     let busiest = max_per_window(&engine.fake.arrivals(), Duration::from_secs(1));
     assert!(busiest <= 31, "rate limit (+1) in any 1 s window: {busiest}");
-    // A call the host dispatched before it read the 429 (its request can
-    // reach the fake up to one latency plus the time a debug build takes to
-    // instantiate the plugin and connect) is not a new one.
-    let in_flight_slack = latency + Duration::from_millis(200);
-    for &at in &limited {
-        let early: Vec<Duration> = requests
-            .iter()
-            .filter(|r| r.arrived > at + in_flight_slack && r.arrived < at + latency + retry_after)
-            .map(|r| r.arrived - at)
-            .collect();
-        assert!(early.is_empty(), "calls started during a 429's retry-after: {early:?}");
-    }
+    let early = calls_during_retry_after(&requests, latency, retry_after);
+    assert!(early.is_empty(), "calls started during a 429's retry-after: {early:?}");
     engine.stop.notify_one();
 }
 

@@ -191,6 +191,13 @@ async fn heads_offer_each_users_best_ready_job_with_their_counts(store: Arc<dyn 
     submit(&*store, "b2", &bob, Priority::Low, 2).await;
     store.claim("b1", "w", 10, 1000).await.unwrap().expect("claimed");
     let heads = store.heads("openai-whisper", 10, 1).await.unwrap();
+    // Where the store keeps each user's last dispatch (PostgreSQL, for a
+    // fleet), it is the time of the user's last claim.
+    for head in &heads {
+        let kept = head.user_last_dispatch_ms;
+        assert!(kept.is_none() || (head.user_id == bob && kept == Some(10)), "{head:?}");
+    }
+    let heads: Vec<Head> = heads.into_iter().map(|h| Head { user_last_dispatch_ms: None, ..h }).collect();
     let expect = |job: &str, user: &str, priority, created, running, queued| Head {
         job_id: job.into(),
         user_id: user.into(),
@@ -198,6 +205,7 @@ async fn heads_offer_each_users_best_ready_job_with_their_counts(store: Arc<dyn 
         created_at_ms: created,
         user_running: running,
         user_queued: queued,
+        user_last_dispatch_ms: None,
     };
     let mut expected = vec![expect("a2", &ann, Priority::High, 2, 0, 3), expect("b2", &bob, Priority::Low, 2, 1, 1)];
     expected.sort_by(|a, b| a.user_id.cmp(&b.user_id));

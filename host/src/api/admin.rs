@@ -44,9 +44,9 @@ struct ProviderState {
 async fn pause(State(state): State<Arc<AppState>>, Path(name): Path<String>, headers: HeaderMap) -> Result<Json<ProviderState>, Problem> {
     require_admin(&headers, state.config.admin_api_key.as_deref())?;
     require_provider(&state, &name)?;
-    state.limiter.hold(&name);
+    set_held(&state, &name, true).await?;
     tracing::warn!(provider = %name, "provider paused by an operator");
-    Ok(Json(ProviderState { paused: state.limiter.is_held(&name), provider: name }))
+    Ok(Json(ProviderState { paused: true, provider: name }))
 }
 
 /// `POST /admin/providers/{name}/resume`: calls start again (a retry-after
@@ -59,10 +59,16 @@ async fn pause(State(state): State<Arc<AppState>>, Path(name): Path<String>, hea
 async fn resume(State(state): State<Arc<AppState>>, Path(name): Path<String>, headers: HeaderMap) -> Result<Json<ProviderState>, Problem> {
     require_admin(&headers, state.config.admin_api_key.as_deref())?;
     require_provider(&state, &name)?;
-    state.limiter.release(&name);
+    set_held(&state, &name, false).await?;
     state.wake.wake();
     tracing::info!(provider = %name, "provider resumed by an operator");
-    Ok(Json(ProviderState { paused: state.limiter.is_held(&name), provider: name }))
+    Ok(Json(ProviderState { paused: false, provider: name }))
+}
+
+/// Holds or releases `name` (for the whole fleet when its limits are).
+async fn set_held(state: &AppState, name: &str, held: bool) -> Result<(), Problem> {
+    let limits = crate::admission::provider_limits(&state.config, &state.plugins, name);
+    state.admission.set_held(name, limits, held).await.map_err(super::jobs::store_problem)
 }
 
 fn require_provider(state: &AppState, name: &str) -> Result<(), Problem> {

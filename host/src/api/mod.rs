@@ -31,7 +31,6 @@ use tokio::sync::broadcast;
 use crate::audio::{AudioStore, UrlFetcher};
 use crate::cache::TranscriptCache;
 use crate::config::Config;
-use crate::limiter::RateLimiter;
 use crate::metrics::Metrics;
 use crate::plugins::Plugins;
 use crate::store::Store;
@@ -59,10 +58,11 @@ pub struct AppState {
     pub wake: Arc<crate::wakeup::Wakeup>,
     /// Recent events for the queue-status figures (shared with the scheduler).
     pub activity: Arc<crate::activity::Activity>,
-    /// Provider concurrency caps (shared with the scheduler).
-    pub gate: Arc<dyn crate::gate::ConcurrencyGate>,
-    /// Provider rate limits and pauses (shared with the scheduler).
-    pub limiter: Arc<dyn RateLimiter>,
+    /// Provider limits and pauses (shared with the scheduler).
+    pub admission: Arc<dyn crate::admission::Admission>,
+    /// This instance's heartbeat in a fleet (PostgreSQL), which also lists
+    /// the instances alive.
+    pub presence: Option<Arc<crate::instances::Presence>>,
     /// Ids of jobs whose attempt just ended (succeeded, failed or put back
     /// for a retry), for requests that wait for their job.
     pub job_events: broadcast::Sender<String>,
@@ -110,6 +110,11 @@ async fn time_request(
     response
 }
 
+/// How long `/readyz` waits for the store: a load balancer's check must
+/// get its answer while the database is unreachable, not after
+/// `DB_TIMEOUT`.
+pub const READY_STORE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// `GET /readyz`: the store answers and the plugins a job needs (the
 /// active retry and priority policies, at least one provider) are loaded;
 /// 503 problem JSON saying what is missing otherwise.
@@ -118,7 +123,11 @@ async fn time_request(
               (status = SERVICE_UNAVAILABLE, description = "What is missing", body = problem::Problem, content_type = "application/problem+json")))]
 async fn readyz(axum::extract::State(state): axum::extract::State<Arc<AppState>>) -> Result<Json<serde_json::Value>, problem::Problem> {
     let unready = |detail: String| problem::Problem::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, detail);
-    state.store.queue_length().await.map_err(|e| unready(format!("the store does not answer: {e}")))?;
+    match tokio::time::timeout(READY_STORE_TIMEOUT, state.store.queue_length()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Err(unready(format!("the store does not answer: {e}"))),
+        Err(_) => return Err(unready(format!("the store did not answer within {READY_STORE_TIMEOUT:?}"))),
+    }
     let loaded = state.plugins.list();
     let has = |name: &str| loaded.iter().any(|p| p.name == name);
     for policy in [&state.config.retry_policy, &state.config.priority_policy] {

@@ -62,6 +62,7 @@ async fn admin(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result
     doc["users"] = Value::Object(users);
     doc["plugins"] = serde_json::to_value(state.plugins.list()).unwrap_or(Value::Null);
     doc["instance"] = Value::String(state.instance.clone());
+    doc["instances"] = json!(alive_instances(&state).await?);
     Ok(Json(doc))
 }
 
@@ -74,7 +75,7 @@ async fn document(state: &AppState) -> Result<(Value, Value), Problem> {
     let recent = state.activity.recent(Instant::now());
     let active_users = active_users(state, &recent).await?;
     let default = default_provider(state);
-    let limits = crate::scheduler::provider_limits(&state.config, &state.plugins, default);
+    let limits = crate::admission::provider_limits(&state.config, &state.plugins, default);
     let pool = state.store.pool_usage();
     let (hits, misses) = (state.metrics.cache_hits.get(), state.metrics.cache_misses.get());
     let ratio = |part: f64, whole: f64| if whole > 0.0 { part / whole } else { 0.0 };
@@ -104,22 +105,31 @@ async fn document(state: &AppState) -> Result<(Value, Value), Problem> {
     providers.extend(state.plugins.list().into_iter().filter(|p| p.world == crate::plugins::World::Provider).map(|p| p.name));
     providers.sort();
     providers.dedup();
-    let detail: serde_json::Map<String, Value> = providers
-        .into_iter()
-        .map(|p| {
-            let limits = crate::scheduler::provider_limits(&state.config, &state.plugins, &p);
-            let value = json!({
+    let mut detail = serde_json::Map::new();
+    for p in providers {
+        let limits = crate::admission::provider_limits(&state.config, &state.plugins, &p);
+        let paused = state.admission.is_held(&p, limits).await.map_err(store_problem)?;
+        let value = json!({
                 "queued": count(&p, JobStatus::Queued),
                 "running": count(&p, JobStatus::Running),
                 "maxConcurrent": limits.max_concurrent,
                 "rateLimitPerMinute": limits.rate.map_or(0, |r| r.per_minute),
                 "callsThisMinute": recent.calls_started.get(&p).copied().unwrap_or(0),
-                "paused": state.limiter.is_held(&p),
+                "paused": paused,
+                "fleetWide": limits.fleet_wide,
             });
-            (p, value)
-        })
-        .collect();
+        detail.insert(p, value);
+    }
     Ok((doc, Value::Object(detail)))
+}
+
+/// The instances alive: the fleet's on PostgreSQL (by heartbeat), else
+/// this one.
+pub(super) async fn alive_instances(state: &AppState) -> Result<Vec<String>, Problem> {
+    match &state.presence {
+        Some(presence) => presence.alive().await.map_err(|e| store_problem(e.into())),
+        None => Ok(vec![state.instance.clone()]),
+    }
 }
 
 /// Users with a job queued or running, or a submit in the activity window.
@@ -146,13 +156,14 @@ pub(super) async fn refresh_gauges(state: &AppState) -> Result<(), Problem> {
     let recent = state.activity.recent(Instant::now());
     for plugin in state.plugins.list().into_iter().filter(|p| p.world == crate::plugins::World::Provider) {
         let name = plugin.name.as_str();
-        let limits = crate::scheduler::provider_limits(&state.config, &state.plugins, name);
-        metrics.calls_in_flight.with_label_values(&[name]).set(i64::from(state.gate.in_flight(name)));
+        let limits = crate::admission::provider_limits(&state.config, &state.plugins, name);
+        metrics.calls_in_flight.with_label_values(&[name]).set(i64::from(state.admission.in_flight(name)));
         metrics.max_concurrent.with_label_values(&[name]).set(i64::from(limits.max_concurrent));
         metrics.calls_last_minute.with_label_values(&[name]).set(recent.calls_started.get(name).copied().unwrap_or(0) as i64);
         metrics.rate_limit_per_minute.with_label_values(&[name]).set(limits.rate.map_or(0, |r| i64::from(r.per_minute)));
     }
     metrics.active_users.set(active_users(state, &recent).await? as i64);
+    metrics.fleet_instances.set(alive_instances(state).await?.len() as i64);
     for o in &open {
         metrics.queue_jobs.with_label_values(&[&o.provider, o.status.as_str()]).set(o.count as i64);
     }

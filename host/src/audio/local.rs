@@ -20,11 +20,20 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
-use futures_util::StreamExt;
-use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use super::{check_sha256, format, AudioError, AudioStore, StoredAudio};
+use super::upload::{read_upload, UploadSink};
+use super::{check_sha256, AudioError, AudioStore, StoredAudio};
+
+/// An upload's temporary file.
+struct FileSink(tokio::fs::File);
+
+#[async_trait::async_trait]
+impl UploadSink for FileSink {
+    async fn write(&mut self, chunk: &[u8]) -> std::io::Result<()> {
+        self.0.write_all(chunk).await
+    }
+}
 
 /// Audio stored as files named by their sha256 in one directory.
 #[derive(Debug, Clone)]
@@ -55,7 +64,7 @@ impl LocalAudioStore {
 
 #[async_trait::async_trait]
 impl AudioStore for LocalAudioStore {
-    async fn put(&self, mut stream: BoxStream<'_, Result<Bytes, std::io::Error>>, limit: u64) -> Result<StoredAudio, AudioError> {
+    async fn put(&self, stream: BoxStream<'_, Result<Bytes, std::io::Error>>, limit: u64) -> Result<StoredAudio, AudioError> {
         let dir = self.dir.clone();
         let temp = blocking(move || {
             std::fs::create_dir_all(&dir)?;
@@ -64,51 +73,14 @@ impl AudioStore for LocalAudioStore {
         .await?;
         // The path deletes the file when dropped, until it is persisted.
         let (file, temp_path) = temp.into_parts();
-        let mut file = Some(tokio::fs::File::from_std(file));
-        let mut temp_path = Some(temp_path);
-
-        let mut hasher = Sha256::new();
-        let mut head = Vec::with_capacity(format::HEAD_LEN);
-        let mut seen: u64 = 0;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(AudioError::Read)?;
-            seen = seen.saturating_add(chunk.len() as u64);
-            if seen > limit {
-                // Over: keep nothing, read on (and discard) up to twice the
-                // limit so the client is still listening for the answer.
-                file = None;
-                temp_path = None;
-                if seen > limit.saturating_mul(2) {
-                    break;
-                }
-                continue;
-            }
-            if head.len() < format::HEAD_LEN {
-                let take = (format::HEAD_LEN - head.len()).min(chunk.len());
-                head.extend_from_slice(&chunk[..take]);
-            }
-            hasher.update(&chunk);
-            if let Some(file) = file.as_mut() {
-                file.write_all(&chunk).await?;
-            }
-        }
-        if seen > limit {
-            return Err(AudioError::TooLarge { limit });
-        }
-        if seen == 0 {
-            return Err(AudioError::Empty);
-        }
-        let format = format::sniff(&head)?;
-
-        let (Some(mut file), Some(temp_path)) = (file, temp_path) else {
-            unreachable!("the temporary file is only let go past the limit");
-        };
+        let mut file = FileSink(tokio::fs::File::from_std(file));
+        let stored = read_upload(stream, limit, &mut file).await?;
+        let FileSink(mut file) = file;
         file.flush().await?;
         file.sync_all().await?;
         drop(file);
 
-        let sha256 = hex::encode(hasher.finalize());
-        let target = self.dir.join(&sha256);
+        let target = self.dir.join(&stored.sha256);
         let dir = self.dir.clone();
         let placing = self.placing.clone();
         blocking(move || -> std::io::Result<()> {
@@ -122,10 +94,8 @@ impl AudioStore for LocalAudioStore {
             temp_path.persist(&target)?;
             std::fs::File::open(&dir)?.sync_all()
         })
-        .await
-        ?;
-
-        Ok(StoredAudio { sha256, format, bytes: seen })
+        .await?;
+        Ok(stored)
     }
 
     async fn get(&self, sha256: &str) -> Result<Vec<u8>, AudioError> {
@@ -230,6 +200,8 @@ mod tests {
 
     use super::*;
     use crate::audio::AudioFormat;
+    use futures_util::StreamExt;
+    use sha2::{Digest, Sha256};
 
     const WAV_HEADER: &[u8] = b"RIFF\x24\x08\0\0WAVEfmt \x10\0\0\0\x01\0\x01\0";
 

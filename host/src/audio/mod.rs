@@ -10,12 +10,15 @@
 //! (a local directory on one instance; the database, a shared directory or a
 //! bucket in a fleet); [`LocalAudioStore`] is the first implementation.
 
+mod database;
 mod fetch;
 mod format;
 mod local;
+mod upload;
 
 pub use fetch::{is_public, FetchError, UrlFetcher};
 pub use format::{sniff, AudioFormat, ACCEPTED, HEAD_LEN};
+pub use database::{DatabaseAudioStore, CHUNK_BYTES};
 pub use local::LocalAudioStore;
 
 use std::time::SystemTime;
@@ -49,6 +52,9 @@ pub enum AudioError {
     /// `InvalidInput`; a missing file on `get`, as `NotFound`).
     #[error("audio storage: {0}")]
     Io(#[from] std::io::Error),
+    /// The database holding the audio failed.
+    #[error("audio storage (database): {0}")]
+    Database(#[from] sqlx::Error),
 }
 
 impl AudioError {

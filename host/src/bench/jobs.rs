@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use scribe_fakes::openai::FakeOpenAi;
 
+use super::fleet::{FleetOptions, ScratchDatabase};
 use super::{BenchError, Summary};
 use crate::clock::now_ms;
 use crate::config::Config;
@@ -34,6 +35,8 @@ pub struct Burst {
     pub concurrency: u32,
     /// The fake provider's latency per call.
     pub latency: Duration,
+    /// One instance, or a fleet on PostgreSQL.
+    pub fleet: FleetOptions,
 }
 
 /// Settings of `scribe bench throughput`.
@@ -45,35 +48,69 @@ pub struct Throughput {
     pub clients: u32,
     /// Provider calls at once.
     pub concurrency: u32,
+    /// One instance, or a fleet on PostgreSQL.
+    pub fleet: FleetOptions,
 }
 
 const API_KEY: &str = "sk-bench";
 
-/// A server on a temporary data directory, talking to a fake OpenAI.
+/// Servers on temporary data directories (one, or a fleet on a scratch
+/// PostgreSQL database), talking to a fake OpenAI; submits go round the
+/// instances in turn.
 pub(super) struct Rig {
+    /// The first instance (its store is the fleet's).
     pub(super) server: Running,
+    others: Vec<Running>,
     pub(super) fake: FakeOpenAi,
-    base: String,
+    bases: Vec<String>,
+    next: std::sync::atomic::AtomicUsize,
     client: reqwest::Client,
-    _dir: tempfile::TempDir,
+    _dirs: Vec<tempfile::TempDir>,
+    _database: Option<ScratchDatabase>,
 }
 
 impl Rig {
-    pub(super) async fn start(limits: &[(&str, String)], latency: Duration) -> Result<Self, BenchError> {
+    pub(super) async fn start(limits: &[(&str, String)], latency: Duration, fleet: &FleetOptions) -> Result<Self, BenchError> {
+        fleet.check()?;
         let fake = FakeOpenAi::start(API_KEY).await;
         fake.set_latency(latency);
-        let dir = tempfile::tempdir()?;
-        let mut vars: HashMap<String, String> = limits.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
-        vars.insert("SCRIBE_DATA_DIR".into(), dir.path().display().to_string());
-        vars.insert("OPENAI_API_KEY".into(), API_KEY.into());
-        vars.insert("OPENAI_BASE_URL".into(), fake.base_url());
-        vars.insert("SCRIBE_MAX_QUEUE_LENGTH".into(), "1000000".into());
-        let config = Config::from_vars(vars)?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let server = server::start_on(config, listener).await?;
-        let base = format!("http://{}", server.addr);
+        let database = match &fleet.postgres {
+            Some(admin) => Some(ScratchDatabase::create(admin).await?),
+            None => None,
+        };
+        let (mut servers, mut dirs) = (Vec::new(), Vec::new());
+        for _ in 0..fleet.instances {
+            let dir = tempfile::tempdir()?;
+            let mut vars: HashMap<String, String> = limits.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+            vars.insert("SCRIBE_DATA_DIR".into(), dir.path().display().to_string());
+            vars.insert("OPENAI_API_KEY".into(), API_KEY.into());
+            vars.insert("OPENAI_BASE_URL".into(), fake.base_url());
+            vars.insert("SCRIBE_MAX_QUEUE_LENGTH".into(), "1000000".into());
+            if let Some(database) = &database {
+                vars.insert("DATABASE_URL".into(), database.url.clone());
+            }
+            let config = Config::from_vars(vars)?;
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            servers.push(server::start_on(config, listener).await?);
+            dirs.push(dir);
+        }
+        let bases = servers.iter().map(|s| format!("http://{}", s.addr)).collect();
         let client = reqwest::Client::builder().pool_max_idle_per_host(256).build()?;
-        Ok(Self { server, fake, base, client, _dir: dir })
+        let server = servers.remove(0);
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        Ok(Self { server, others: servers, fake, bases, next, client, _dirs: dirs, _database: database })
+    }
+
+    /// Where the run is: "1 instance on SQLite", "3 instances on PostgreSQL".
+    fn where_(&self) -> String {
+        let n = self.instances();
+        let db = if self._database.is_some() { "PostgreSQL" } else { "SQLite" };
+        format!("{n} instance{} on {db}", if n == 1 { "" } else { "s" })
+    }
+
+    /// How many instances serve.
+    pub(super) fn instances(&self) -> usize {
+        1 + self.others.len()
     }
 
     pub(super) async fn add_user(&self, name: &str) -> Result<String, BenchError> {
@@ -84,7 +121,8 @@ impl Rig {
     pub(super) async fn submit(&self, key: &str, audio: Vec<u8>) -> Result<(String, Duration), BenchError> {
         let start = Instant::now();
         let form = reqwest::multipart::Form::new().part("file", reqwest::multipart::Part::bytes(audio).file_name("a.wav"));
-        let response = self.client.post(format!("{}/v1/jobs", self.base)).bearer_auth(key).multipart(form).send().await?;
+        let base = &self.bases[self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.bases.len()];
+        let response = self.client.post(format!("{base}/v1/jobs")).bearer_auth(key).multipart(form).send().await?;
         if response.status() != reqwest::StatusCode::ACCEPTED {
             let status = response.status();
             return Err(BenchError::Measure(format!("a submit answered {status}: {}", response.text().await?)));
@@ -127,7 +165,7 @@ pub async fn run_burst(settings: &Burst) -> Result<(), BenchError> {
         ("TRANSCRIPTION_RATE_LIMIT_PER_MINUTE", settings.rate_per_minute.to_string()),
         ("MAX_CONCURRENT_TRANSCRIPTIONS", settings.concurrency.to_string()),
     ];
-    let rig = Arc::new(Rig::start(&limits, settings.latency).await?);
+    let rig = Arc::new(Rig::start(&limits, settings.latency, &settings.fleet).await?);
     let mut keys = Vec::new();
     for u in 0..settings.users {
         keys.push(rig.add_user(&format!("user-{u}")).await?);
@@ -146,7 +184,8 @@ pub async fn run_burst(settings: &Burst) -> Result<(), BenchError> {
     let last_ms = jobs.iter().filter_map(|j| j.finished_at_ms).max().unwrap_or(start_ms);
     let makespan = (last_ms - start_ms) as f64 / 1e3;
     println!(
-        "burst: {} users x {} files, {}/min, {} at a time, {} ms per call (all submitted in {:.2} s)",
+        "burst on {}: {} users x {} files, {}/min, {} at a time, {} ms per call (all submitted in {:.2} s)",
+        rig.where_(),
         settings.users,
         settings.jobs_per_user,
         settings.rate_per_minute,
@@ -243,7 +282,7 @@ pub async fn run_throughput(settings: &Throughput) -> Result<(), BenchError> {
         ("TRANSCRIPTION_RATE_LIMIT_BURST", "100000".to_string()),
         ("MAX_CONCURRENT_TRANSCRIPTIONS", settings.concurrency.to_string()),
     ];
-    let rig = Arc::new(Rig::start(&limits, Duration::ZERO).await?);
+    let rig = Arc::new(Rig::start(&limits, Duration::ZERO, &settings.fleet).await?);
     let key = Arc::new(rig.add_user("bench").await?);
     let start_ms = now_ms();
     let start = Instant::now();
@@ -272,7 +311,8 @@ pub async fn run_throughput(settings: &Throughput) -> Result<(), BenchError> {
     let elapsed = ((last_ms - start_ms) as f64 / 1e3).max(1e-3);
     let submit = Summary::of(latencies);
     println!(
-        "throughput: {} jobs from {} clients, limits off, provider latency 0, {} calls at a time",
+        "throughput on {}: {} jobs from {} clients, limits off, provider latency 0, {} calls at a time",
+        rig.where_(),
         settings.jobs, settings.clients, settings.concurrency
     );
     println!(

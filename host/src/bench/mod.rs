@@ -9,12 +9,16 @@
 //! (no default build carries a fake).
 
 #[cfg(feature = "bench")]
+mod fleet;
+#[cfg(feature = "bench")]
 mod jobs;
 #[cfg(feature = "bench")]
 mod scenarios;
 mod local;
 mod plugins;
 
+#[cfg(feature = "bench")]
+pub use fleet::{FleetOptions, ScratchDatabase};
 #[cfg(feature = "bench")]
 pub use jobs::{run_burst, run_throughput, Burst, Throughput};
 #[cfg(feature = "bench")]
@@ -54,6 +58,9 @@ pub enum BenchError {
     /// An HTTP request to the in-process server failed.
     #[error("http: {0}")]
     Http(#[from] reqwest::Error),
+    /// The bench's scratch database could not be made.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
     /// The measurement itself went wrong.
     #[error("{0}")]
     Measure(String),

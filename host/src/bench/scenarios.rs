@@ -73,7 +73,7 @@ pub async fn run_scenario(settings: &ScenarioSettings) -> Result<(), BenchError>
         ("TRANSCRIPTION_RATE_LIMIT_PER_MINUTE", settings.rate_per_minute.to_string()),
         ("MAX_CONCURRENT_TRANSCRIPTIONS", settings.concurrency.to_string()),
     ];
-    let rig = Arc::new(Rig::start(&limits, settings.latency).await?);
+    let rig = Arc::new(Rig::start(&limits, settings.latency, &super::FleetOptions::default()).await?);
     let plan = schedule(settings);
     let mut keys = Vec::new();
     for u in 0..settings.users {

@@ -73,6 +73,7 @@ mod tests {
             created_at_ms: 0,
             user_running: 0,
             user_queued: 2,
+            user_last_dispatch_ms: None,
         }
     }
 

@@ -1,8 +1,8 @@
 //! The scheduler: the only caller of provider plugins and policies.
 //!
-//! A job is dispatched only when a concurrency slot of its provider
-//! ([`crate::gate`]) and a rate-limit token ([`crate::limiter`]) are both
-//! free; among the users with a ready job, the priority policy picks who
+//! A job is dispatched only when a concurrency slot and a rate-limit token
+//! of its provider are both free ([`crate::admission`], which holds them
+//! in-process or, for a fleet, in PostgreSQL); among the users with a ready job, the priority policy picks who
 //! goes next. Wake-ups are events, not a polling interval: a submit, a
 //! finished call, or a timer for the next instant something can change (a
 //! token freeing up, a pause ending, a retry coming due, a lease to check).
@@ -25,11 +25,10 @@ use tokio_util::task::TaskTracker;
 use crate::audio::AudioStore;
 use crate::cache::TranscriptCache;
 use crate::config::Config;
-use crate::gate::ConcurrencyGate;
-use crate::limiter::{Rate, RateLimiter};
+use crate::admission::{Admission, Admit, Lease};
 use crate::plugins::types::Candidate;
 use crate::plugins::Plugins;
-use crate::store::{Head, Job, Store, StoreError};
+use crate::store::{Head, Store, StoreError};
 
 /// What the scheduler works with; every piece is shared with the rest of
 /// the server.
@@ -42,10 +41,8 @@ pub struct Parts {
     pub audio: Arc<dyn AudioStore>,
     /// Providers and policies.
     pub plugins: Arc<Plugins>,
-    /// Rate limits.
-    pub limiter: Arc<dyn RateLimiter>,
-    /// Concurrency caps.
-    pub gate: Arc<dyn ConcurrencyGate>,
+    /// Concurrency caps and rate limits.
+    pub admission: Arc<dyn Admission>,
     /// Transcripts by cache key: one provider call per key at a time.
     pub cache: Arc<TranscriptCache>,
     /// Woken on every event that may allow a dispatch.
@@ -60,32 +57,7 @@ pub struct Parts {
     pub owner: String,
 }
 
-/// The limits one provider runs under.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProviderLimits {
-    /// Calls in flight at most.
-    pub max_concurrent: u32,
-    /// Calls per minute, `None` for unlimited.
-    pub rate: Option<Rate>,
-}
-
-/// The limits of `provider`: `[plugins.NAME]` settings, else the defaults
-/// the plugin's kind implies (an in-process provider: one call per core, no
-/// rate limit), else the environment's.
-pub fn provider_limits(config: &Config, plugins: &Plugins, provider: &str) -> ProviderLimits {
-    let settings = config.plugin(provider);
-    let in_process = plugins.provider_info(provider).is_some_and(|i| i.in_process);
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
-    let max_concurrent =
-        settings.max_concurrent.unwrap_or(if in_process { cores } else { config.max_concurrent_transcriptions });
-    let per_minute = match (settings.rate_limit_per_minute, in_process) {
-        (Some(per_minute), _) => Some(per_minute),
-        (None, true) => None,
-        (None, false) => Some(config.rate_limit_per_minute),
-    };
-    let rate = per_minute.map(|per_minute| Rate { per_minute, burst: config.rate_limit_burst });
-    ProviderLimits { max_concurrent, rate }
-}
+pub use crate::admission::{provider_limits, ProviderLimits};
 
 /// The job scheduler.
 pub struct Scheduler {
@@ -97,7 +69,21 @@ pub struct Scheduler {
     /// When expired leases are next looked for (every half lease, not
     /// every round: rounds come with every submit and every finished call).
     next_lease_check: Mutex<Instant>,
+    /// Per provider, the next rate token's time when admission last said
+    /// to wait for one: until then a round (woken by any finished call or
+    /// submit, here or, in a fleet, anywhere) skips the provider instead of
+    /// asking again. Only short waits are kept (see [`TOKEN_WAIT_KEPT`]).
+    token_wait: Mutex<HashMap<String, Instant>>,
 }
+
+/// The longest wait for a token a round spends in place (then claims the
+/// same job), rather than ending and starting again at the token's time.
+const WAIT_IN_PLACE: Duration = Duration::from_millis(50);
+
+/// The longest wait for a token a scheduler keeps without asking again:
+/// the spacing of a rate, not an operator's hold or a long retry-after
+/// (which a resume may end at any moment).
+const TOKEN_WAIT_KEPT: Duration = Duration::from_secs(1);
 
 impl Scheduler {
     /// A scheduler over `parts`; [`Scheduler::run`] drives it.
@@ -107,6 +93,7 @@ impl Scheduler {
             last_dispatch: Mutex::default(),
             workers: TaskTracker::new(),
             next_lease_check: Mutex::new(Instant::now()),
+            token_wait: Mutex::default(),
         })
     }
 
@@ -177,57 +164,86 @@ impl Scheduler {
     /// free, from one read of the users' lines as deep as the free slots;
     /// returns when a token frees up or a pause ends, if that is what
     /// stopped it.
-    ///
-    /// The token is taken after the claim (a store write, whose latency
-    /// varies with what shares its commit) and just before the worker
-    /// starts, so the spacing the limiter grants is the spacing the
-    /// provider sees, give or take the worker's start.
     async fn dispatch_provider(self: &Arc<Self>, provider: &str) -> Result<Option<Instant>, StoreError> {
+        let kept = self.token_wait.lock().unwrap_or_else(|p| p.into_inner()).get(provider).copied();
+        if let Some(at) = kept.filter(|&at| Instant::now() < at) {
+            return Ok(Some(at));
+        }
         let limits = self.limits_for(provider);
-        let free = limits.max_concurrent.saturating_sub(self.parts.gate.in_flight(provider));
+        let free = self.parts.admission.free_slots(provider, limits).await?;
         if free == 0 {
             return Ok(None);
         }
         let mut lines = Lines::new(self.parts.store.heads(provider, crate::clock::now_ms(), free).await?);
         while !lines.is_empty() {
-            if let Err(at) = self.parts.limiter.ready(provider, limits.rate, Instant::now()) {
-                return Ok(Some(at));
+            match self.claim_best(provider, limits, &mut lines).await? {
+                Some(Admit::Admitted(admitted)) => {
+                    let this = self.clone();
+                    self.workers.spawn(async move { this.execute(admitted).await });
+                }
+                Some(Admit::Wait(at)) => {
+                    if at <= Instant::now() + TOKEN_WAIT_KEPT {
+                        self.token_wait.lock().unwrap_or_else(|p| p.into_inner()).insert(provider.to_string(), at);
+                    }
+                    return Ok(Some(at));
+                }
+                Some(Admit::Full) | Some(Admit::Taken) | None => return Ok(None),
             }
-            let Some(slot) = self.parts.gate.try_acquire(provider, limits.max_concurrent) else { return Ok(None) };
-            let Some(job) = self.claim_best(&mut lines).await? else { return Ok(None) };
-            // Only this loop takes this provider's tokens, so the one seen
-            // ready is still there, unless a 429 paused the provider since:
-            // then the worker waits for the pause to end.
-            let token = self.parts.limiter.try_take(provider, limits.rate, Instant::now());
-            let this = self.clone();
-            self.workers.spawn(async move { this.execute(job, slot, token.err()).await });
         }
         Ok(None)
     }
 
     /// Ranks the users' fronts with the priority policy and claims the
-    /// first one still queued (a front someone else claimed is dropped and
-    /// the next in the ranking tried). `None` if every line ran out first.
-    async fn claim_best(self: &Arc<Self>, lines: &mut Lines) -> Result<Option<Job>, StoreError> {
+    /// first one still queued within the provider's limits (a front someone
+    /// else claimed is dropped and the next in the ranking tried). `None`
+    /// if every line ran out first; a wait or a full cap otherwise.
+    async fn claim_best(
+        self: &Arc<Self>,
+        provider: &str,
+        limits: crate::admission::ProviderLimits,
+        lines: &mut Lines,
+    ) -> Result<Option<Admit>, StoreError> {
         while !lines.is_empty() {
             let candidates = self.candidates(&lines.fronts());
             let order = self.parts.plugins.rank(&candidates).await;
-            let now_ms = crate::clock::now_ms();
-            let lease_until = now_ms + (self.parts.config.lease_seconds * 1000) as i64;
             for index in order {
-                let job_id = &candidates[index].job_id;
-                let Some(job) = self.parts.store.claim(job_id, &self.parts.owner, now_ms, lease_until).await? else {
-                    lines.take_front(index, false);
-                    continue;
-                };
-                lines.take_front(index, true);
-                lines.prune();
-                self.last_dispatch.lock().unwrap_or_else(|p| p.into_inner()).insert(job.user_id.clone(), now_ms);
-                return Ok(Some(job));
+                match self.claim_when_due(provider, limits, &candidates[index].job_id).await? {
+                    Admit::Taken => {
+                        lines.take_front(index, false);
+                    }
+                    Admit::Admitted(admitted) => {
+                        lines.take_front(index, true);
+                        lines.prune();
+                        let user = admitted.job.user_id.clone();
+                        self.last_dispatch.lock().unwrap_or_else(|p| p.into_inner()).insert(user, crate::clock::now_ms());
+                        return Ok(Some(Admit::Admitted(admitted)));
+                    }
+                    stop @ (Admit::Wait(_) | Admit::Full) => return Ok(Some(stop)),
+                }
             }
             lines.prune();
         }
         Ok(None)
+    }
+
+    /// Asks admission for `job_id`; a token due within [`WAIT_IN_PLACE`]
+    /// is waited for here and asked again, so a fast rate's cadence costs
+    /// one claim per token rather than a whole round (reading the lines,
+    /// ranking) started late by a timer.
+    async fn claim_when_due(
+        &self,
+        provider: &str,
+        limits: crate::admission::ProviderLimits,
+        job_id: &str,
+    ) -> Result<Admit, StoreError> {
+        loop {
+            let lease_until = crate::clock::now_ms() + (self.parts.config.lease_seconds * 1000) as i64;
+            let lease = Lease { owner: &self.parts.owner, until_ms: lease_until };
+            match self.parts.admission.claim(provider, limits, job_id, lease).await? {
+                Admit::Wait(at) if at <= Instant::now() + WAIT_IN_PLACE => tokio::time::sleep_until(at).await,
+                admit => return Ok(admit),
+            }
+        }
     }
 
     fn candidates(&self, heads: &[&Head]) -> Vec<Candidate> {
@@ -241,7 +257,8 @@ impl Scheduler {
                 submitted_at_ms: h.created_at_ms.max(0) as u64,
                 user_running: h.user_running,
                 user_queued: h.user_queued,
-                user_last_dispatch_ms: last.get(&h.user_id).map(|&t| t.max(0) as u64),
+                // The fleet's record (PostgreSQL) or this instance's.
+                user_last_dispatch_ms: h.user_last_dispatch_ms.max(last.get(&h.user_id).copied()).map(|t| t.max(0) as u64),
             })
             .collect()
     }

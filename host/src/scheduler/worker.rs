@@ -5,22 +5,22 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use super::Scheduler;
-use crate::gate::Slot;
+use crate::admission::Admitted;
 use crate::plugins::types::{RetryDecision, RetryInput, TranscribeRequest};
 use crate::plugins::{CallError, ProviderError};
 use crate::store::{Job, JobError};
 
 impl Scheduler {
-    /// Runs `job`, holding `slot` until the call is over. `token_at`: the
-    /// dispatcher could not take the job's rate token (a 429 paused the
-    /// provider between its check and the claim); the call waits for one.
-    pub(super) async fn execute(self: Arc<Self>, job: Job, slot: Slot, token_at: Option<Instant>) {
+    /// Runs a claimed job, holding its slot until the call is over. If the
+    /// claim could not take the job's rate token (a 429 paused the provider
+    /// between the check and the claim), the call waits for one.
+    pub(super) async fn execute(self: Arc<Self>, admitted: Admitted) {
+        let Admitted { job, slot, token_at } = admitted;
         let renewal = self.clone().renew_lease_while_running(job.id.clone());
+        let limits = self.limits_for(&job.spec.provider);
         if let Some(at) = token_at {
-            self.wait_for_token(&job.spec.provider, at).await;
+            self.parts.admission.take_token_from(&job.spec.provider, limits, at).await;
         }
         let key = crate::cache::key(&job.spec);
         let outcome = self
@@ -39,12 +39,17 @@ impl Scheduler {
         renewal.abort();
         if let Err(ProviderError::RateLimited(Some(ms))) = outcome {
             // Before the slot frees, so no call of this provider slips in.
-            self.parts.limiter.pause_until(&job.spec.provider, Instant::now() + Duration::from_millis(ms));
+            if let Err(e) = self.parts.admission.pause(&job.spec.provider, limits, Duration::from_millis(ms)).await {
+                tracing::error!(provider = %job.spec.provider, "the retry-after pause was not recorded: {e}");
+            }
         }
         drop(slot);
         let recorded = match outcome {
             Ok(transcript_json) => {
-                let done = self.parts.store.succeed(&job.id, &self.parts.owner, &transcript_json, crate::clock::now_ms()).await;
+                let store = &self.parts.store;
+                let done = self
+                    .until_recorded(&job.id, || store.succeed(&job.id, &self.parts.owner, &transcript_json, crate::clock::now_ms()))
+                    .await;
                 if matches!(done, Ok(true)) {
                     self.parts.metrics.job_finished(&job.spec.provider, "succeeded", job.age_seconds(crate::clock::now_ms()));
                 }
@@ -60,18 +65,6 @@ impl Scheduler {
         // No one listening is fine.
         let _ = self.parts.job_events.send(job.id.clone());
         self.parts.wake.wake();
-    }
-
-    /// Sleeps until a token of `provider` can be taken, from `at` on.
-    async fn wait_for_token(&self, provider: &str, mut at: Instant) {
-        let rate = self.limits_for(provider).rate;
-        loop {
-            tokio::time::sleep_until(at).await;
-            match self.parts.limiter.try_take(provider, rate, Instant::now()) {
-                Ok(()) => return,
-                Err(next) => at = next,
-            }
-        }
     }
 
     async fn call_provider(&self, job: &Job) -> Result<String, ProviderError> {
@@ -107,18 +100,42 @@ impl Scheduler {
         let provider = job.spec.provider.as_str();
         match self.parts.plugins.decide_retry(&input).await {
             RetryDecision::RetryIn(ms) => {
-                let done = store.retry_later(&job.id, &self.parts.owner, now_ms + ms as i64, &job_error).await;
+                let done = self.until_recorded(&job.id, || store.retry_later(&job.id, &self.parts.owner, now_ms + ms as i64, &job_error)).await;
                 if matches!(done, Ok(true)) {
                     self.parts.metrics.job_retries.with_label_values(&[provider]).inc();
                 }
                 done
             }
             RetryDecision::GiveUp => {
-                let done = store.fail(&job.id, &self.parts.owner, &job_error, now_ms).await;
+                let done = self.until_recorded(&job.id, || store.fail(&job.id, &self.parts.owner, &job_error, now_ms)).await;
                 if matches!(done, Ok(true)) {
                     self.parts.metrics.job_finished(provider, "failed", job.age_seconds(crate::clock::now_ms()));
                 }
                 done
+            }
+        }
+    }
+
+    /// Runs `write` (one guarded write of the job's outcome) until the
+    /// database answers, for up to a lease: an outcome lost to a database
+    /// restart would make the job run again. Retrying is safe: the write is
+    /// guarded on this instance's lease, so a retry after the write did
+    /// commit, or after the job was taken over, changes nothing.
+    async fn until_recorded<F, Fut>(&self, job_id: &str, mut write: F) -> Result<bool, crate::store::StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<bool, crate::store::StoreError>>,
+    {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(self.parts.config.lease_seconds);
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match write().await {
+                Err(e) if tokio::time::Instant::now() + pause < deadline => {
+                    tracing::warn!(job = %job_id, "recording the outcome failed ({e}); trying again in {pause:?}");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+                done => return done,
             }
         }
     }

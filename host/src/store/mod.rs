@@ -154,14 +154,29 @@ pub trait Store: Send + Sync {
     async fn transcript(&self, job_id: &str) -> StoreResult<Option<String>>;
 }
 
+/// The opened store, and the PostgreSQL backend itself when that is what
+/// it is (a fleet's limits, audio and heartbeats use its pool).
+pub struct Opened {
+    /// The store.
+    pub store: std::sync::Arc<dyn Store>,
+    /// The same store as PostgreSQL, if it is.
+    pub postgres: Option<std::sync::Arc<PostgresStore>>,
+}
+
 /// Opens the store the configuration names: `DATABASE_URL` if set
 /// (`sqlite://...` or `postgres://...`), else SQLite at
 /// `$SCRIBE_DATA_DIR/scribe.db`.
 pub async fn open(config: &crate::config::Config) -> StoreResult<std::sync::Arc<dyn Store>> {
+    Ok(open_backend(config).await?.store)
+}
+
+/// [`open`], telling which backend it is.
+pub async fn open_backend(config: &crate::config::Config) -> StoreResult<Opened> {
     let timeout = std::time::Duration::from_millis(config.db_timeout_ms);
     let url = match &config.database_url {
         Some(url) if is_postgres_url(url) => {
-            return Ok(std::sync::Arc::new(PostgresStore::open(url, config.db_pool_size, timeout).await?));
+            let postgres = std::sync::Arc::new(PostgresStore::open(url, config.db_pool_size, timeout).await?);
+            return Ok(Opened { store: postgres.clone(), postgres: Some(postgres) });
         }
         Some(url) => url.clone(),
         None => {
@@ -169,7 +184,8 @@ pub async fn open(config: &crate::config::Config) -> StoreResult<std::sync::Arc<
             format!("sqlite://{}", config.data_dir.join("scribe.db").display())
         }
     };
-    Ok(std::sync::Arc::new(SqliteStore::open(&url, config.db_pool_size, timeout).await?))
+    let store = std::sync::Arc::new(SqliteStore::open(&url, config.db_pool_size, timeout).await?);
+    Ok(Opened { store, postgres: None })
 }
 
 /// Whether `url` names a PostgreSQL database.

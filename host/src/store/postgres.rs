@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::Postgres;
+use sqlx::{PgConnection, Postgres};
 
 use super::rows::{head_from_row, job_from_row, open_jobs_from_row, priority_to_int, user_from_row, user_jobs_from_row, JOB_COLUMNS};
 use super::{AcquireObserver, Head, Inserted, Job, JobStatus, LeaseEnd, NewJob, OpenJobs, PoolUsage, Store, StoreError, StoreResult, User};
@@ -33,6 +33,36 @@ impl PostgresStore {
         let pool = PgPoolOptions::new().max_connections(pool_size).acquire_timeout(timeout).connect_with(options).await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         Ok(Self { pool, acquire_observer: OnceLock::new() })
+    }
+
+    /// The connection pool (the fleet's limits and audio share it).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// [`Store::claim`] on `connection` (in a caller's transaction, for a
+    /// claim under the fleet's limits): also notes the time on the user's
+    /// row, which every instance's priority policy reads as the user's last
+    /// dispatch, so fairness holds across the fleet.
+    pub(crate) async fn claim_on(
+        connection: &mut PgConnection,
+        job_id: &str,
+        owner: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+    ) -> StoreResult<Option<Job>> {
+        let sql = format!(
+            "WITH claimed AS ( \
+               UPDATE jobs SET status = 'running', lease_owner = $1, lease_until = $2, attempts = attempts + 1, \
+               started_at = COALESCE(started_at, $3) \
+               WHERE id = (SELECT id FROM jobs WHERE id = $4 AND status = 'queued' AND run_at <= $3 FOR UPDATE SKIP LOCKED) \
+                 AND status = 'queued' \
+               RETURNING {JOB_COLUMNS}), \
+             noted AS (UPDATE users SET last_dispatch = $3 WHERE id = (SELECT user_id FROM claimed)) \
+             SELECT * FROM claimed"
+        );
+        let row = sqlx::query(&sql).bind(owner).bind(lease_until_ms).bind(now_ms).bind(job_id).fetch_optional(connection).await?;
+        row.as_ref().map(job_from_row).transpose()
     }
 
     /// A pooled connection, its wait reported to the acquire observer.
@@ -257,7 +287,8 @@ impl Store for PostgresStore {
                          (SELECT COUNT(*) FROM jobs WHERE provider = $1 AND status = 'queued' AND user_id = u AND run_at <= $2) AS queued, \
                          (SELECT COUNT(*) FROM jobs WHERE provider = $1 AND status = 'running' AND user_id = u) AS running \
                        FROM line_users WHERE u IS NOT NULL) \
-                     SELECT j.id, j.user_id, j.priority, j.created_at, c.queued, c.running \
+                     SELECT j.id, j.user_id, j.priority, j.created_at, c.queued, c.running, \
+                       (SELECT last_dispatch FROM users WHERE id = c.u) AS last_dispatch \
                      FROM counts c CROSS JOIN LATERAL ( \
                        SELECT id, user_id, priority, created_at FROM jobs \
                        WHERE provider = $1 AND status = 'queued' AND user_id = c.u AND run_at <= $2 \
@@ -294,21 +325,7 @@ impl Store for PostgresStore {
     }
 
     async fn claim(&self, job_id: &str, owner: &str, now_ms: i64, lease_until_ms: i64) -> StoreResult<Option<Job>> {
-        let sql = format!(
-            "UPDATE jobs SET status = 'running', lease_owner = $1, lease_until = $2, attempts = attempts + 1, \
-             started_at = COALESCE(started_at, $3) \
-             WHERE id = (SELECT id FROM jobs WHERE id = $4 AND status = 'queued' AND run_at <= $3 FOR UPDATE SKIP LOCKED) \
-               AND status = 'queued' \
-             RETURNING {JOB_COLUMNS}"
-        );
-        let row = sqlx::query(&sql)
-            .bind(owner)
-            .bind(lease_until_ms)
-            .bind(now_ms)
-            .bind(job_id)
-            .fetch_optional(&mut *self.connection().await?)
-            .await?;
-        row.as_ref().map(job_from_row).transpose()
+        Self::claim_on(&mut *self.connection().await?, job_id, owner, now_ms, lease_until_ms).await
     }
 
     async fn renew_lease(&self, job_id: &str, owner: &str, lease_until_ms: i64) -> StoreResult<bool> {

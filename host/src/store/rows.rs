@@ -107,6 +107,7 @@ where
     for<'r> &'r str: ColumnIndex<R>,
     for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
     for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Option<i64>: Decode<'r, R::Database>,
 {
     Ok(Head {
         job_id: row.try_get("id")?,
@@ -115,6 +116,7 @@ where
         created_at_ms: row.try_get("created_at")?,
         user_queued: count(row, "queued")? as u32,
         user_running: count(row, "running")? as u32,
+        user_last_dispatch_ms: row.try_get("last_dispatch")?,
     })
 }
 

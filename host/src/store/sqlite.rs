@@ -314,7 +314,7 @@ impl Store for SqliteStore {
                  (SELECT COUNT(*) FROM jobs WHERE provider = ?1 AND status = 'queued' AND user_id = u AND run_at <= ?2) AS queued, \
                  (SELECT COUNT(*) FROM jobs WHERE provider = ?1 AND status = 'running' AND user_id = u) AS running \
                FROM users WHERE u IS NOT NULL) \
-             SELECT j.id, j.user_id, j.priority, j.created_at, c.queued, c.running \
+             SELECT j.id, j.user_id, j.priority, j.created_at, c.queued, c.running, NULL AS last_dispatch \
              FROM counts c JOIN jobs j ON j.id IN ( \
                SELECT id FROM jobs WHERE provider = ?1 AND status = 'queued' AND user_id = c.u AND run_at <= ?2 \
                ORDER BY priority DESC, created_at, id LIMIT ?3) \

@@ -189,4 +189,7 @@ pub struct Head {
     pub user_running: u32,
     /// The owner's ready jobs of this provider.
     pub user_queued: u32,
+    /// When any instance last dispatched a job of the owner's (ms), where
+    /// the store keeps it (PostgreSQL, for fairness across a fleet).
+    pub user_last_dispatch_ms: Option<i64>,
 }

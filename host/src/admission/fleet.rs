@@ -1,0 +1,171 @@
+//! Limits held in PostgreSQL, for a fleet of instances on one database.
+//!
+//! A remote provider's limits hold for the whole fleet: one row per
+//! provider in `provider_limits` holds its GCRA state (the theoretical
+//! arrival time), its retry-after pause and an operator's hold, and the
+//! concurrency cap counts the provider's `running` jobs. A claim locks the
+//! provider's row (`FOR UPDATE`), so claims of one provider are serialised
+//! across the fleet: under that lock it reads the database's clock and the
+//! running count (each in a statement of its own, whose snapshot is taken
+//! after the lock, so a claim another instance just committed is counted),
+//! decides with the one GCRA ([`crate::limiter::Cell`]), claims the job and
+//! stores the new arrival time, all in one transaction. Two instances
+//! racing cannot both take the last slot or token.
+//!
+//! Times are the database's clock (microseconds), the one clock every
+//! instance shares. A slot is the running job itself: it frees when the job
+//! leaves `running` (its outcome recorded, or its lease expired and the
+//! job put back), so a killed instance's slots come back with its leases.
+//! In-process providers keep per-instance limits ([`LocalAdmission`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::PgPool;
+use sqlx::Row;
+use tokio::time::Instant;
+
+use super::{Admission, Admit, Admitted, Lease, LocalAdmission, ProviderLimits};
+use crate::gate::{ConcurrencyGate, LocalGate};
+use crate::limiter::{Cell, Micros};
+use crate::store::{PostgresStore, Store, StoreResult};
+
+/// The database's clock, in microseconds since the epoch.
+const NOW_US: &str = "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000)::BIGINT";
+
+/// Fleet-wide limits for remote providers; per-instance ones for the rest.
+pub struct FleetAdmission {
+    pool: PgPool,
+    /// In-process providers.
+    local: LocalAdmission,
+    /// This instance's calls of fleet-wide providers (counted, not capped:
+    /// the cap is the database's).
+    calls: LocalGate,
+}
+
+impl FleetAdmission {
+    /// Admission to the jobs of `store`, with the fleet's limits in its
+    /// database.
+    pub fn new(store: Arc<PostgresStore>) -> Self {
+        let pool = store.pool().clone();
+        Self { pool, local: LocalAdmission::new(store as Arc<dyn Store>), calls: LocalGate::default() }
+    }
+
+    async fn running(&self, provider: &str) -> StoreResult<u32> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE provider = $1 AND status = 'running'")
+            .bind(provider)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n.clamp(0, i64::from(u32::MAX)) as u32)
+    }
+}
+
+#[async_trait::async_trait]
+impl Admission for FleetAdmission {
+    async fn free_slots(&self, provider: &str, limits: ProviderLimits) -> StoreResult<u32> {
+        if !limits.fleet_wide {
+            return self.local.free_slots(provider, limits).await;
+        }
+        Ok(limits.max_concurrent.saturating_sub(self.running(provider).await?))
+    }
+
+    async fn claim(&self, provider: &str, limits: ProviderLimits, job_id: &str, lease: Lease<'_>) -> StoreResult<Admit> {
+        if !limits.fleet_wide {
+            return self.local.claim(provider, limits, job_id, lease).await;
+        }
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT INTO provider_limits (provider) VALUES ($1) ON CONFLICT (provider) DO NOTHING")
+            .bind(provider)
+            .execute(&mut *tx)
+            .await?;
+        let row = sqlx::query("SELECT tat_us, paused_until_us, held FROM provider_limits WHERE provider = $1 FOR UPDATE")
+            .bind(provider)
+            .fetch_one(&mut *tx)
+            .await?;
+        let cell = Cell {
+            tat: row.try_get::<Option<i64>, _>("tat_us")?.map(Micros),
+            paused_until: row.try_get::<Option<i64>, _>("paused_until_us")?.map(Micros),
+            held: row.try_get("held")?,
+        };
+        let (now_us, running): (i64, i64) = sqlx::query_as(&format!(
+            "SELECT {NOW_US}, (SELECT COUNT(*) FROM jobs WHERE provider = $1 AND status = 'running')"
+        ))
+        .bind(provider)
+        .fetch_one(&mut *tx)
+        .await?;
+        let now = Micros(now_us);
+        let tat = match cell.next_slot(limits.rate, now) {
+            Ok(tat) => tat,
+            Err(at) => return Ok(Admit::Wait(Instant::now() + now.until(at))),
+        };
+        if running >= i64::from(limits.max_concurrent) {
+            return Ok(Admit::Full);
+        }
+        let now_ms = crate::clock::now_ms();
+        let Some(job) = PostgresStore::claim_on(&mut tx, job_id, lease.owner, now_ms, lease.until_ms).await? else {
+            return Ok(Admit::Taken);
+        };
+        if let Some(Micros(tat_us)) = tat {
+            sqlx::query("UPDATE provider_limits SET tat_us = $2 WHERE provider = $1")
+                .bind(provider)
+                .bind(tat_us)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        let slot = self.calls.try_acquire(provider, u32::MAX).expect("an uncapped gate always has a slot");
+        Ok(Admit::Admitted(Admitted { job, slot, token_at: None }))
+    }
+
+    async fn take_token_from(&self, provider: &str, limits: ProviderLimits, at: Instant) {
+        // Only in-process providers' claims leave a token to take later.
+        self.local.take_token_from(provider, limits, at).await
+    }
+
+    async fn pause(&self, provider: &str, limits: ProviderLimits, pause: Duration) -> StoreResult<()> {
+        if !limits.fleet_wide {
+            return self.local.pause(provider, limits, pause).await;
+        }
+        sqlx::query(&format!(
+            "INSERT INTO provider_limits (provider, paused_until_us) VALUES ($1, {NOW_US} + $2) \
+             ON CONFLICT (provider) DO UPDATE SET paused_until_us = \
+               GREATEST(COALESCE(provider_limits.paused_until_us, 0), EXCLUDED.paused_until_us)"
+        ))
+        .bind(provider)
+        .bind(i64::try_from(pause.as_micros()).unwrap_or(i64::MAX / 2))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn set_held(&self, provider: &str, limits: ProviderLimits, held: bool) -> StoreResult<()> {
+        if !limits.fleet_wide {
+            return self.local.set_held(provider, limits, held).await;
+        }
+        sqlx::query(
+            "INSERT INTO provider_limits (provider, held) VALUES ($1, $2) \
+             ON CONFLICT (provider) DO UPDATE SET held = $2, \
+               paused_until_us = CASE WHEN $2 THEN provider_limits.paused_until_us END",
+        )
+        .bind(provider)
+        .bind(held)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn is_held(&self, provider: &str, limits: ProviderLimits) -> StoreResult<bool> {
+        if !limits.fleet_wide {
+            return self.local.is_held(provider, limits).await;
+        }
+        let held: Option<bool> = sqlx::query_scalar("SELECT held FROM provider_limits WHERE provider = $1")
+            .bind(provider)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(held.unwrap_or(false))
+    }
+
+    fn in_flight(&self, provider: &str) -> u32 {
+        self.calls.in_flight(provider) + self.local.in_flight(provider)
+    }
+}

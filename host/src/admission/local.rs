@@ -1,0 +1,85 @@
+//! Limits held in this process: exact for one instance, and the per-instance
+//! limits of in-process providers in a fleet.
+//!
+//! The token is taken after the claim (a store write, whose latency varies
+//! with what shares its commit) and just before the worker starts, so the
+//! spacing the limiter grants is the spacing the provider sees, give or
+//! take the worker's start. Only one scheduler takes a provider's tokens
+//! here, so a token seen ready before the claim is still there after it,
+//! unless a 429 paused the provider since.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{Admission, Admit, Admitted, Lease, ProviderLimits};
+use crate::gate::{ConcurrencyGate, LocalGate};
+use crate::limiter::{LocalRateLimiter, RateLimiter};
+use crate::store::{Store, StoreResult};
+
+/// Slots and tokens in this process; jobs claimed in `store`.
+pub struct LocalAdmission {
+    limiter: LocalRateLimiter,
+    gate: LocalGate,
+    store: Arc<dyn Store>,
+}
+
+impl LocalAdmission {
+    /// Admission to jobs of `store`, with fresh limits.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { limiter: LocalRateLimiter::default(), gate: LocalGate::default(), store }
+    }
+}
+
+#[async_trait::async_trait]
+impl Admission for LocalAdmission {
+    async fn free_slots(&self, provider: &str, limits: ProviderLimits) -> StoreResult<u32> {
+        Ok(limits.max_concurrent.saturating_sub(self.gate.in_flight(provider)))
+    }
+
+    async fn claim(&self, provider: &str, limits: ProviderLimits, job_id: &str, lease: Lease<'_>) -> StoreResult<Admit> {
+        if let Err(at) = self.limiter.ready(provider, limits.rate, Instant::now()) {
+            return Ok(Admit::Wait(at));
+        }
+        let Some(slot) = self.gate.try_acquire(provider, limits.max_concurrent) else { return Ok(Admit::Full) };
+        let now_ms = crate::clock::now_ms();
+        let Some(job) = self.store.claim(job_id, lease.owner, now_ms, lease.until_ms).await? else {
+            return Ok(Admit::Taken);
+        };
+        let token_at = self.limiter.try_take(provider, limits.rate, Instant::now()).err();
+        Ok(Admit::Admitted(Admitted { job, slot, token_at }))
+    }
+
+    async fn take_token_from(&self, provider: &str, limits: ProviderLimits, mut at: Instant) {
+        loop {
+            tokio::time::sleep_until(at).await;
+            match self.limiter.try_take(provider, limits.rate, Instant::now()) {
+                Ok(()) => return,
+                Err(next) => at = next,
+            }
+        }
+    }
+
+    async fn pause(&self, provider: &str, _limits: ProviderLimits, pause: Duration) -> StoreResult<()> {
+        self.limiter.pause_until(provider, Instant::now() + pause);
+        Ok(())
+    }
+
+    async fn set_held(&self, provider: &str, _limits: ProviderLimits, held: bool) -> StoreResult<()> {
+        if held {
+            self.limiter.hold(provider);
+        } else {
+            self.limiter.release(provider);
+        }
+        Ok(())
+    }
+
+    async fn is_held(&self, provider: &str, _limits: ProviderLimits) -> StoreResult<bool> {
+        Ok(self.limiter.is_held(provider))
+    }
+
+    fn in_flight(&self, provider: &str) -> u32 {
+        self.gate.in_flight(provider)
+    }
+}

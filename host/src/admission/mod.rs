@@ -1,0 +1,115 @@
+//! Admission: whether a job of a provider may start now, and claiming it
+//! if so. A job starts only with a concurrency slot and a rate-limit token
+//! of its provider, and neither may be over-granted when several
+//! schedulers race, so taking them and claiming the job is one step
+//! behind one trait.
+//!
+//! Two homes for the limits, as design.md puts them: [`LocalAdmission`]
+//! keeps them in this process (one instance, and in-process providers in a
+//! fleet, whose limits are per instance); [`FleetAdmission`] keeps those of
+//! remote providers in PostgreSQL, so a fleet of instances shares one
+//! concurrency cap, one rate and one retry-after pause. Both decide the
+//! rate with the one GCRA in [`crate::limiter`].
+
+mod fleet;
+mod local;
+
+pub use fleet::FleetAdmission;
+pub use local::LocalAdmission;
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::config::Config;
+use crate::gate::Slot;
+use crate::limiter::Rate;
+use crate::plugins::Plugins;
+use crate::store::{Job, StoreResult};
+
+/// The limits one provider runs under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProviderLimits {
+    /// Calls in flight at most.
+    pub max_concurrent: u32,
+    /// Calls per minute, `None` for unlimited.
+    pub rate: Option<Rate>,
+    /// Whether the limits hold for a whole fleet (a remote provider) rather
+    /// than per instance (an in-process one).
+    pub fleet_wide: bool,
+}
+
+/// The limits of `provider`: `[plugins.NAME]` settings, else the defaults
+/// the plugin's kind implies (an in-process provider: one call per core, no
+/// rate limit, per instance), else the environment's.
+pub fn provider_limits(config: &Config, plugins: &Plugins, provider: &str) -> ProviderLimits {
+    let settings = config.plugin(provider);
+    let in_process = plugins.provider_info(provider).is_some_and(|i| i.in_process);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    let max_concurrent =
+        settings.max_concurrent.unwrap_or(if in_process { cores } else { config.max_concurrent_transcriptions });
+    let per_minute = match (settings.rate_limit_per_minute, in_process) {
+        (Some(per_minute), _) => Some(per_minute),
+        (None, true) => None,
+        (None, false) => Some(config.rate_limit_per_minute),
+    };
+    let rate = per_minute.map(|per_minute| Rate { per_minute, burst: config.rate_limit_burst });
+    ProviderLimits { max_concurrent, rate, fleet_wide: !in_process }
+}
+
+/// The lease a claim gives its owner.
+#[derive(Debug, Clone, Copy)]
+pub struct Lease<'a> {
+    /// The claiming instance.
+    pub owner: &'a str,
+    /// When the lease ends unless renewed (ms since the epoch).
+    pub until_ms: i64,
+}
+
+/// A claimed job, ready to run.
+pub struct Admitted {
+    /// The job, now `running` under the claimer's lease.
+    pub job: Job,
+    /// This instance's slot, held until the call ends.
+    pub slot: Slot,
+    /// The rate token could not be taken after the claim (a 429 paused the
+    /// provider in between): the call must first wait for one from then on.
+    pub token_at: Option<Instant>,
+}
+
+/// What an attempt to start a job came to.
+pub enum Admit {
+    /// Claimed: run it.
+    Admitted(Admitted),
+    /// Someone else claimed the job first (or it was canceled): try the
+    /// next candidate.
+    Taken,
+    /// No token until then (rate, a retry-after pause, an operator's hold).
+    Wait(Instant),
+    /// Every slot is held; a finished call will wake the scheduler.
+    Full,
+}
+
+/// Starts jobs within their provider's limits.
+#[async_trait::async_trait]
+pub trait Admission: Send + Sync {
+    /// How many more calls of `provider` may start now, by the concurrency
+    /// cap alone (how deep the scheduler reads the users' lines).
+    async fn free_slots(&self, provider: &str, limits: ProviderLimits) -> StoreResult<u32>;
+    /// Claims `job_id` for `lease` if a slot and a token of `provider` are
+    /// free, taking both; otherwise claims nothing and says why.
+    async fn claim(&self, provider: &str, limits: ProviderLimits, job_id: &str, lease: Lease<'_>) -> StoreResult<Admit>;
+    /// Waits, from `at` on, until a token of `provider` is taken (see
+    /// [`Admitted::token_at`]).
+    async fn take_token_from(&self, provider: &str, limits: ProviderLimits, at: Instant);
+    /// Lets no call of `provider` start for `pause` (a 429's retry-after);
+    /// an earlier pause is extended, never shortened.
+    async fn pause(&self, provider: &str, limits: ProviderLimits, pause: Duration) -> StoreResult<()>;
+    /// An operator's pause of `provider` (`held`) or its end (which also
+    /// ends a retry-after pause).
+    async fn set_held(&self, provider: &str, limits: ProviderLimits, held: bool) -> StoreResult<()>;
+    /// Whether an operator paused `provider`.
+    async fn is_held(&self, provider: &str, limits: ProviderLimits) -> StoreResult<bool>;
+    /// Calls of `provider` this instance has in flight.
+    fn in_flight(&self, provider: &str) -> u32;
+}

@@ -26,10 +26,10 @@ async fn instance_id(client: &reqwest::Client, scribe: &Scribe) -> String {
     status["instance"].as_str().expect("the instance's id").to_string()
 }
 
-/// Jobs running under `owner`'s lease.
+/// Jobs running under a lease of `owner`'s (its claims are `owner#n`).
 async fn running_under(database: &str, owner: &str) -> Vec<String> {
     let pool = sqlx::PgPool::connect(database).await.expect("connect");
-    let ids = sqlx::query_scalar("SELECT id FROM jobs WHERE status = 'running' AND lease_owner = $1")
+    let ids = sqlx::query_scalar("SELECT id FROM jobs WHERE status = 'running' AND split_part(lease_owner, '#', 1) = $1")
         .bind(owner)
         .fetch_all(&pool)
         .await

@@ -1,12 +1,12 @@
 //! The fleet's limits in PostgreSQL (a database of its own per test):
-//! schedulers of several instances racing for one provider's last slot or
-//! next token never over-grant, and a pause or hold set through one
+//! schedulers and workers of several instances racing for one provider's
+//! last slot or next token never over-grant, and a pause or hold set through one
 //! instance holds for all.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use scribe_host::admission::{Admission, Admit, FleetAdmission, Lease, ProviderLimits};
+use scribe_host::admission::{Admission, Admit, FleetAdmission, Lease, ProviderLimits, Token};
 use scribe_host::limiter::Rate;
 use scribe_host::plugins::types::Priority;
 use scribe_host::store::{JobSpec, NewJob, PostgresStore, Store};
@@ -80,8 +80,17 @@ async fn racing_instances_share_one_rate() {
     let admissions = fleet(&database, 10).await;
     let limits = ProviderLimits { max_concurrent: 100, rate: Some(Rate { per_minute: 60, burst: 1 }), fleet_wide: true };
     let outcomes = race(&admissions, 10, limits).await;
-    let admitted = outcomes.iter().filter(|o| matches!(o, Admit::Admitted(_))).count();
-    assert_eq!(admitted, 1, "one token a second for the whole fleet");
+    let tokens: Vec<Token> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            Admit::Admitted(admitted) => Some(admitted.token),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(tokens.len(), 1, "one token a second for the whole fleet");
+    let Token::CallAt(call_at) = tokens[0] else { panic!("a fleet claim takes its token: {:?}", tokens[0]) };
+    let offset = call_at.saturating_duration_since(tokio::time::Instant::now());
+    assert!(offset <= scribe_host::admission::fleet::CALL_OFFSET, "the call starts at its slot plus the offset: {offset:?}");
     let waits = outcomes.iter().filter_map(|o| match o {
         Admit::Wait(at) => Some(at.saturating_duration_since(tokio::time::Instant::now())),
         _ => None,

@@ -94,3 +94,59 @@ async fn retention_removes_only_audio_not_stored_since_its_cutoff_and_abandoned_
     assert_eq!(rig.audio.remove_abandoned_uploads(SystemTime::now()).await.unwrap(), 1);
     assert_eq!((rig.count("audio_blobs").await, rig.count("audio_chunks").await), (0, 0));
 }
+
+#[tokio::test]
+async fn an_upload_removed_as_abandoned_while_it_arrives_is_refused_not_half_stored() {
+    let rig = rig().await;
+    let audio = wav(4, 400_000);
+    let pool = rig.pool.clone();
+    let audio_store = DatabaseAudioStore::new(pool.clone());
+    // Halfway through (a chunk is in the database by then), retention
+    // takes the upload for abandoned: a cutoff in the future stands for an
+    // upload that has been arriving for longer than 10 minutes.
+    let parts: Vec<Bytes> = audio.chunks(100_000).map(Bytes::copy_from_slice).collect();
+    let stream = futures_util::stream::iter(parts.into_iter().enumerate())
+        .then(move |(i, part)| {
+            let pool = pool.clone();
+            async move {
+                if i == 4 {
+                    let later = SystemTime::now() + Duration::from_secs(3600);
+                    let removed = DatabaseAudioStore::new(pool).remove_abandoned_uploads(later).await.expect("sweep");
+                    assert_eq!(removed, 1, "the upload in progress was taken for abandoned");
+                }
+                Ok(part)
+            }
+        })
+        .boxed();
+    let refused = audio_store.put(stream, 1 << 30).await;
+    assert!(refused.is_err(), "the upload fails rather than storing part of the audio: {refused:?}");
+    assert_eq!((rig.count("audio_blobs").await, rig.count("audio_chunks").await), (0, 0));
+}
+
+#[tokio::test]
+async fn a_slow_upload_is_restamped_as_it_arrives_so_retention_leaves_it_alone() {
+    let rig = rig().await;
+    let audio = wav(5, 400_000);
+    let pool = rig.pool.clone();
+    let parts: Vec<Bytes> = audio.chunks(100_000).map(Bytes::copy_from_slice).collect();
+    // Chunks are written after the 3rd and the 6th part.
+    let stream = futures_util::stream::iter(parts.into_iter().enumerate())
+        .then(move |(i, part)| {
+            let pool = pool.clone();
+            async move {
+                if i == 3 {
+                    // As if the upload had begun long ago.
+                    sqlx::query("UPDATE audio_blobs SET stored_at = 0 WHERE sha256 IS NULL").execute(&pool).await.expect("age");
+                }
+                if i == 7 {
+                    let cutoff = SystemTime::now() - Duration::from_secs(600);
+                    let removed = DatabaseAudioStore::new(pool).remove_abandoned_uploads(cutoff).await.expect("sweep");
+                    assert_eq!(removed, 0, "a chunk arrived since: the upload is not abandoned");
+                }
+                Ok(part)
+            }
+        })
+        .boxed();
+    let stored = rig.audio.put(stream, 1 << 30).await.expect("stored");
+    assert_eq!(rig.audio.get(&stored.sha256).await.expect("read"), audio);
+}

@@ -3,14 +3,16 @@
 //! A remote provider's limits hold for the whole fleet: one row per
 //! provider in `provider_limits` holds its GCRA state (the theoretical
 //! arrival time), its retry-after pause and an operator's hold, and the
-//! concurrency cap counts the provider's `running` jobs. A claim locks the
-//! provider's row (`FOR UPDATE`), so claims of one provider are serialised
-//! across the fleet: under that lock it reads the database's clock and the
-//! running count (each in a statement of its own, whose snapshot is taken
-//! after the lock, so a claim another instance just committed is counted),
-//! decides with the one GCRA ([`crate::limiter::Cell`]), claims the job and
-//! stores the new arrival time, all in one transaction. Two instances
-//! racing cannot both take the last slot or token.
+//! concurrency cap counts the provider's `running` jobs. Both a claim and
+//! the taking of a token lock the provider's row (`FOR UPDATE`), so they
+//! are serialised across the fleet; under the lock each reads the
+//! database's clock (and a claim the running count) in a statement of its
+//! own, whose snapshot is taken after the lock, so a claim or a token
+//! another instance just committed is seen. A claim decides with the one
+//! GCRA ([`crate::limiter::Cell`]), claims the job and stores the new
+//! arrival time in one transaction; the worker starts the call
+//! [`CALL_OFFSET`] after the token's slot ([`Token::CallAt`]). Two
+//! instances racing cannot both take the last slot or the same token.
 //!
 //! Times are the database's clock (microseconds), the one clock every
 //! instance shares. A slot is the running job itself: it frees when the job
@@ -25,10 +27,18 @@ use sqlx::postgres::PgPool;
 use sqlx::Row;
 use tokio::time::Instant;
 
-use super::{Admission, Admit, Admitted, Lease, LocalAdmission, ProviderLimits};
+use super::{Admission, Admit, Admitted, Lease, LocalAdmission, ProviderLimits, Token};
 use crate::gate::{ConcurrencyGate, LocalGate};
-use crate::limiter::{Cell, Micros};
+use crate::limiter::{Cell, Micros, Moment};
 use crate::store::{PostgresStore, Store, StoreResult};
+
+/// How long after its token's slot a call starts. Between a claim's commit
+/// and its call lie the worker's start, the audio read from the database
+/// and the plugin's instantiation, which vary by tens of milliseconds
+/// (more on a loaded machine): starting every call this fixed offset after
+/// its slot keeps the spacing the provider sees the spacing granted, at the
+/// cost of this much latency per call.
+pub const CALL_OFFSET: Duration = Duration::from_millis(50);
 
 /// The database's clock, in microseconds since the epoch.
 const NOW_US: &str = "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000)::BIGINT";
@@ -60,6 +70,27 @@ impl FleetAdmission {
     }
 }
 
+/// Locks `provider`'s row (creating it the first time) and reads its state
+/// and the database's clock; the clock is read in a statement after the
+/// lock, so it is the time the decision is made at.
+async fn lock_cell(tx: &mut sqlx::PgConnection, provider: &str) -> StoreResult<(Cell<Micros>, Micros)> {
+    sqlx::query("INSERT INTO provider_limits (provider) VALUES ($1) ON CONFLICT (provider) DO NOTHING")
+        .bind(provider)
+        .execute(&mut *tx)
+        .await?;
+    let row = sqlx::query("SELECT tat_us, paused_until_us, held FROM provider_limits WHERE provider = $1 FOR UPDATE")
+        .bind(provider)
+        .fetch_one(&mut *tx)
+        .await?;
+    let cell = Cell {
+        tat: row.try_get::<Option<i64>, _>("tat_us")?.map(Micros),
+        paused_until: row.try_get::<Option<i64>, _>("paused_until_us")?.map(Micros),
+        held: row.try_get("held")?,
+    };
+    let now_us: i64 = sqlx::query_scalar(&format!("SELECT {NOW_US}")).fetch_one(&mut *tx).await?;
+    Ok((cell, Micros(now_us)))
+}
+
 #[async_trait::async_trait]
 impl Admission for FleetAdmission {
     async fn free_slots(&self, provider: &str, limits: ProviderLimits) -> StoreResult<u32> {
@@ -74,52 +105,54 @@ impl Admission for FleetAdmission {
             return self.local.claim(provider, limits, job_id, lease).await;
         }
         let mut tx = self.pool.begin().await?;
-        sqlx::query("INSERT INTO provider_limits (provider) VALUES ($1) ON CONFLICT (provider) DO NOTHING")
-            .bind(provider)
-            .execute(&mut *tx)
-            .await?;
-        let row = sqlx::query("SELECT tat_us, paused_until_us, held FROM provider_limits WHERE provider = $1 FOR UPDATE")
+        let (cell, now) = lock_cell(&mut tx, provider).await?;
+        let running: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE provider = $1 AND status = 'running'")
             .bind(provider)
             .fetch_one(&mut *tx)
             .await?;
-        let cell = Cell {
-            tat: row.try_get::<Option<i64>, _>("tat_us")?.map(Micros),
-            paused_until: row.try_get::<Option<i64>, _>("paused_until_us")?.map(Micros),
-            held: row.try_get("held")?,
-        };
-        let (now_us, running): (i64, i64) = sqlx::query_as(&format!(
-            "SELECT {NOW_US}, (SELECT COUNT(*) FROM jobs WHERE provider = $1 AND status = 'running')"
-        ))
-        .bind(provider)
-        .fetch_one(&mut *tx)
-        .await?;
-        let now = Micros(now_us);
         let tat = match cell.next_slot(limits.rate, now) {
             Ok(tat) => tat,
-            Err(at) => return Ok(Admit::Wait(Instant::now() + now.until(at))),
+            Err(at) => {
+                let wait = Admit::Wait(Instant::now() + now.until(at));
+                tx.rollback().await?;
+                return Ok(wait);
+            }
         };
         if running >= i64::from(limits.max_concurrent) {
+            tx.rollback().await?;
             return Ok(Admit::Full);
         }
         let now_ms = crate::clock::now_ms();
         let Some(job) = PostgresStore::claim_on(&mut tx, job_id, lease.owner, now_ms, lease.until_ms).await? else {
+            tx.rollback().await?;
             return Ok(Admit::Taken);
         };
-        if let Some(Micros(tat_us)) = tat {
-            sqlx::query("UPDATE provider_limits SET tat_us = $2 WHERE provider = $1")
-                .bind(provider)
-                .bind(tat_us)
-                .execute(&mut *tx)
-                .await?;
-        }
+        let token = match (tat, limits.rate) {
+            (Some(Micros(tat_us)), Some(rate)) => {
+                sqlx::query("UPDATE provider_limits SET tat_us = $2 WHERE provider = $1")
+                    .bind(provider)
+                    .bind(tat_us)
+                    .execute(&mut *tx)
+                    .await?;
+                // The slot granted: the new arrival time less one interval.
+                let slot = Micros(tat_us).checked_sub(rate.interval()).unwrap_or(now);
+                let local_now = Instant::now();
+                let slot_here = if slot >= now {
+                    local_now + now.until(slot)
+                } else {
+                    local_now.checked_sub(slot.until(now)).unwrap_or(local_now)
+                };
+                Token::CallAt(slot_here + CALL_OFFSET)
+            }
+            _ => Token::Held,
+        };
         tx.commit().await?;
         let slot = self.calls.try_acquire(provider, u32::MAX).expect("an uncapped gate always has a slot");
-        Ok(Admit::Admitted(Admitted { job, slot, token_at: None }))
+        Ok(Admit::Admitted(Admitted { job, slot, token }))
     }
 
-    async fn take_token_from(&self, provider: &str, limits: ProviderLimits, at: Instant) {
-        // Only in-process providers' claims leave a token to take later.
-        self.local.take_token_from(provider, limits, at).await
+    async fn take_token(&self, provider: &str, limits: ProviderLimits, token: Token) {
+        self.local.take_token(provider, limits, token).await
     }
 
     async fn pause(&self, provider: &str, limits: ProviderLimits, pause: Duration) -> StoreResult<()> {

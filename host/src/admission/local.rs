@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Admission, Admit, Admitted, Lease, ProviderLimits};
+use super::{Admission, Admit, Admitted, Lease, ProviderLimits, Token};
 use crate::gate::{ConcurrencyGate, LocalGate};
 use crate::limiter::{LocalRateLimiter, RateLimiter};
 use crate::store::{Store, StoreResult};
@@ -47,11 +47,19 @@ impl Admission for LocalAdmission {
         let Some(job) = self.store.claim(job_id, lease.owner, now_ms, lease.until_ms).await? else {
             return Ok(Admit::Taken);
         };
-        let token_at = self.limiter.try_take(provider, limits.rate, Instant::now()).err();
-        Ok(Admit::Admitted(Admitted { job, slot, token_at }))
+        let token = match self.limiter.try_take(provider, limits.rate, Instant::now()) {
+            Ok(()) => Token::Held,
+            Err(at) => Token::DueAt(at),
+        };
+        Ok(Admit::Admitted(Admitted { job, slot, token }))
     }
 
-    async fn take_token_from(&self, provider: &str, limits: ProviderLimits, mut at: Instant) {
+    async fn take_token(&self, provider: &str, limits: ProviderLimits, token: Token) {
+        let mut at = match token {
+            Token::Held => return,
+            Token::DueAt(at) => at,
+            Token::CallAt(at) => return tokio::time::sleep_until(at).await,
+        };
         loop {
             tokio::time::sleep_until(at).await;
             match self.limiter.try_take(provider, limits.rate, Instant::now()) {

@@ -11,7 +11,7 @@
 //! concurrency cap, one rate and one retry-after pause. Both decide the
 //! rate with the one GCRA in [`crate::limiter`].
 
-mod fleet;
+pub mod fleet;
 mod local;
 
 pub use fleet::FleetAdmission;
@@ -72,9 +72,22 @@ pub struct Admitted {
     pub job: Job,
     /// This instance's slot, held until the call ends.
     pub slot: Slot,
-    /// The rate token could not be taken after the claim (a 429 paused the
-    /// provider in between): the call must first wait for one from then on.
-    pub token_at: Option<Instant>,
+    /// The job's rate token: what the worker does about it just before the
+    /// provider call ([`Admission::take_token`]).
+    pub token: Token,
+}
+
+/// A claimed job's rate token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Token {
+    /// Taken with the claim (in-process limits).
+    Held,
+    /// Could not be taken after the claim (a 429 paused the provider in
+    /// between): wait for one from then on.
+    DueAt(Instant),
+    /// Taken with the claim (a fleet's limits), for a call that starts at
+    /// this instant (see [`fleet::CALL_OFFSET`]).
+    CallAt(Instant),
 }
 
 /// What an attempt to start a job came to.
@@ -99,9 +112,10 @@ pub trait Admission: Send + Sync {
     /// Claims `job_id` for `lease` if a slot and a token of `provider` are
     /// free, taking both; otherwise claims nothing and says why.
     async fn claim(&self, provider: &str, limits: ProviderLimits, job_id: &str, lease: Lease<'_>) -> StoreResult<Admit>;
-    /// Waits, from `at` on, until a token of `provider` is taken (see
-    /// [`Admitted::token_at`]).
-    async fn take_token_from(&self, provider: &str, limits: ProviderLimits, at: Instant);
+    /// Returns once the job holds its `token` (see [`Token`]), waiting for
+    /// one if it must. A database error is logged and retried: a call
+    /// never starts without its token.
+    async fn take_token(&self, provider: &str, limits: ProviderLimits, token: Token);
     /// Lets no call of `provider` start for `pause` (a 429's retry-after);
     /// an earlier pause is extended, never shortened.
     async fn pause(&self, provider: &str, limits: ProviderLimits, pause: Duration) -> StoreResult<()>;

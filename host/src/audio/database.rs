@@ -64,7 +64,8 @@ impl DatabaseAudioStore {
                 .execute(&mut *tx)
                 .await;
             match named {
-                Ok(_) => return tx.commit().await,
+                Ok(done) if done.rows_affected() == 1 => return tx.commit().await,
+                Ok(_) => return Err(sqlx::Error::Protocol("the upload was removed as abandoned before it was named".into())),
                 Err(sqlx::Error::Database(e)) if e.is_unique_violation() => continue,
                 Err(e) => return Err(e),
             }
@@ -88,15 +89,26 @@ struct ChunkSink<'a> {
 }
 
 impl ChunkSink<'_> {
+    /// Writes a chunk and re-stamps the upload (so retention, which takes
+    /// an upload without a hash stamped 10 minutes ago for abandoned, never
+    /// removes a slow one still arriving); an upload removed meanwhile is
+    /// an error.
     async fn write_chunk(&mut self, len: usize) -> std::io::Result<()> {
         let data: Vec<u8> = self.buffer.drain(..len).collect();
-        sqlx::query("INSERT INTO audio_chunks (blob_id, seq, data) VALUES ($1, $2, $3)")
-            .bind(self.blob)
-            .bind(self.seq)
-            .bind(data)
-            .execute(self.pool)
-            .await
-            .map_err(std::io::Error::other)?;
+        let written = sqlx::query(
+            "WITH upload AS (UPDATE audio_blobs SET stored_at = $4 WHERE id = $1 AND sha256 IS NULL RETURNING id) \
+             INSERT INTO audio_chunks (blob_id, seq, data) SELECT id, $2, $3 FROM upload",
+        )
+        .bind(self.blob)
+        .bind(self.seq)
+        .bind(data)
+        .bind(crate::clock::now_ms())
+        .execute(self.pool)
+        .await
+        .map_err(std::io::Error::other)?;
+        if written.rows_affected() != 1 {
+            return Err(std::io::Error::other("the upload was removed as abandoned while it arrived"));
+        }
         self.seq += 1;
         Ok(())
     }

@@ -53,7 +53,11 @@ pub struct Parts {
     pub activity: Arc<crate::activity::Activity>,
     /// Told the id of each job whose attempt ended.
     pub job_events: tokio::sync::broadcast::Sender<String>,
-    /// This instance's name in leases.
+    /// This instance's name. Each claim's lease owner is this name, `#`
+    /// and a number of its own, so a late write from an earlier claim of a
+    /// job (retried through an outage, or answered after its lease expired
+    /// and the job was claimed again, even by this instance) can never land
+    /// on a later one.
     pub owner: String,
 }
 
@@ -74,6 +78,8 @@ pub struct Scheduler {
     /// submit, here or, in a fleet, anywhere) skips the provider instead of
     /// asking again. Only short waits are kept (see [`TOKEN_WAIT_KEPT`]).
     token_wait: Mutex<HashMap<String, Instant>>,
+    /// Claims made, numbering each claim's lease owner.
+    claims: std::sync::atomic::AtomicU64,
 }
 
 /// The longest wait for a token a round spends in place (then claims the
@@ -94,6 +100,7 @@ impl Scheduler {
             workers: TaskTracker::new(),
             next_lease_check: Mutex::new(Instant::now()),
             token_wait: Mutex::default(),
+            claims: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -238,7 +245,9 @@ impl Scheduler {
     ) -> Result<Admit, StoreError> {
         loop {
             let lease_until = crate::clock::now_ms() + (self.parts.config.lease_seconds * 1000) as i64;
-            let lease = Lease { owner: &self.parts.owner, until_ms: lease_until };
+            let claim = self.claims.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let owner = format!("{}#{claim}", self.parts.owner);
+            let lease = Lease { owner: &owner, until_ms: lease_until };
             match self.parts.admission.claim(provider, limits, job_id, lease).await? {
                 Admit::Wait(at) if at <= Instant::now() + WAIT_IN_PLACE => tokio::time::sleep_until(at).await,
                 admit => return Ok(admit),

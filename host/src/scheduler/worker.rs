@@ -12,23 +12,23 @@ use crate::plugins::{CallError, ProviderError};
 use crate::store::{Job, JobError};
 
 impl Scheduler {
-    /// Runs a claimed job, holding its slot until the call is over. If the
-    /// claim could not take the job's rate token (a 429 paused the provider
-    /// between the check and the claim), the call waits for one.
+    /// Runs a claimed job, holding its slot until the call is over; the
+    /// call starts only once the job holds its rate token (see
+    /// [`crate::admission::Token`]), taken or waited for just before it.
     pub(super) async fn execute(self: Arc<Self>, admitted: Admitted) {
-        let Admitted { job, slot, token_at } = admitted;
-        let renewal = self.clone().renew_lease_while_running(job.id.clone());
+        let Admitted { job, slot, token } = admitted;
+        let owner = job.lease_owner.clone().unwrap_or_default();
+        let renewal = self.clone().renew_lease_while_running(job.id.clone(), owner.clone());
         let limits = self.limits_for(&job.spec.provider);
-        if let Some(at) = token_at {
-            self.parts.admission.take_token_from(&job.spec.provider, limits, at).await;
-        }
         let key = crate::cache::key(&job.spec);
         let outcome = self
             .parts
             .cache
             .get_or_call(&key, || async {
+                let request = self.request_for(&job).await?;
+                self.parts.admission.take_token(&job.spec.provider, limits, token).await;
                 let call = self.parts.activity.call_started(&job.spec.provider);
-                let outcome = self.call_provider(&job).await;
+                let outcome = self.call_provider(&job.spec.provider, request).await;
                 let took = self.parts.activity.call_finished(&job.spec.provider, call, outcome.is_ok());
                 self.parts.metrics.provider_call_seconds.with_label_values(&[&job.spec.provider]).observe(took.as_secs_f64());
                 outcome
@@ -48,14 +48,14 @@ impl Scheduler {
             Ok(transcript_json) => {
                 let store = &self.parts.store;
                 let done = self
-                    .until_recorded(&job.id, || store.succeed(&job.id, &self.parts.owner, &transcript_json, crate::clock::now_ms()))
+                    .until_recorded(&job.id, || store.succeed(&job.id, &owner, &transcript_json, crate::clock::now_ms()))
                     .await;
                 if matches!(done, Ok(true)) {
                     self.parts.metrics.job_finished(&job.spec.provider, "succeeded", job.age_seconds(crate::clock::now_ms()));
                 }
                 done
             }
-            Err(error) => self.after_failure(&job, error).await,
+            Err(error) => self.after_failure(&job, &owner, error).await,
         };
         match recorded {
             Ok(true) => {}
@@ -67,22 +67,31 @@ impl Scheduler {
         self.parts.wake.wake();
     }
 
-    async fn call_provider(&self, job: &Job) -> Result<String, ProviderError> {
+    /// The provider request of `job`: its audio, read whole, and settings.
+    async fn request_for(&self, job: &Job) -> Result<TranscribeRequest, ProviderError> {
         let audio = self
             .parts
             .audio
             .get(&job.spec.audio_sha256)
             .await
-            .map_err(|e| ProviderError::Fatal(format!("the job's audio cannot be read: {e}")))?;
-        let request = TranscribeRequest {
+            .map_err(|e| {
+                // Gone for good, or a storage hiccup (the database restarting)
+                // that the retry policy's next attempt may not see.
+                let message = format!("the job's audio cannot be read: {e}");
+                if e.is_not_found() { ProviderError::Fatal(message) } else { ProviderError::Transient(message) }
+            })?;
+        Ok(TranscribeRequest {
             audio,
             audio_format: job.spec.audio_format.clone(),
             language: job.spec.language.clone(),
             prompt: job.spec.prompt.clone(),
             temperature: job.spec.temperature,
             model: job.spec.model.clone(),
-        };
-        match self.parts.plugins.transcribe(&job.spec.provider, request).await {
+        })
+    }
+
+    async fn call_provider(&self, provider: &str, request: TranscribeRequest) -> Result<String, ProviderError> {
+        match self.parts.plugins.transcribe(provider, request).await {
             Ok(transcript) => serde_json::to_string(&transcript).map_err(|e| ProviderError::Fatal(e.to_string())),
             Err(CallError::Provider(error)) => Err(error),
             // The sandbox stopped the call: worth another attempt, which the
@@ -92,7 +101,7 @@ impl Scheduler {
     }
 
     /// Asks the retry policy, and requeues or fails the job.
-    async fn after_failure(&self, job: &Job, error: ProviderError) -> Result<bool, crate::store::StoreError> {
+    async fn after_failure(&self, job: &Job, owner: &str, error: ProviderError) -> Result<bool, crate::store::StoreError> {
         let now_ms = crate::clock::now_ms();
         let input = RetryInput { attempt: job.attempts, error: error.clone(), elapsed_ms: (now_ms - job.created_at_ms).max(0) as u64 };
         let job_error = job_error(&error);
@@ -100,14 +109,14 @@ impl Scheduler {
         let provider = job.spec.provider.as_str();
         match self.parts.plugins.decide_retry(&input).await {
             RetryDecision::RetryIn(ms) => {
-                let done = self.until_recorded(&job.id, || store.retry_later(&job.id, &self.parts.owner, now_ms + ms as i64, &job_error)).await;
+                let done = self.until_recorded(&job.id, || store.retry_later(&job.id, owner, now_ms + ms as i64, &job_error)).await;
                 if matches!(done, Ok(true)) {
                     self.parts.metrics.job_retries.with_label_values(&[provider]).inc();
                 }
                 done
             }
             RetryDecision::GiveUp => {
-                let done = self.until_recorded(&job.id, || store.fail(&job.id, &self.parts.owner, &job_error, now_ms)).await;
+                let done = self.until_recorded(&job.id, || store.fail(&job.id, owner, &job_error, now_ms)).await;
                 if matches!(done, Ok(true)) {
                     self.parts.metrics.job_finished(provider, "failed", job.age_seconds(crate::clock::now_ms()));
                 }
@@ -141,13 +150,13 @@ impl Scheduler {
     }
 
     /// Renews the lease every third of its length until aborted or lost.
-    fn renew_lease_while_running(self: Arc<Self>, job_id: String) -> tokio::task::JoinHandle<()> {
+    fn renew_lease_while_running(self: Arc<Self>, job_id: String, owner: String) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             let lease = Duration::from_secs(self.parts.config.lease_seconds);
             loop {
                 tokio::time::sleep(lease / 3).await;
                 let until = crate::clock::now_ms() + lease.as_millis() as i64;
-                match self.parts.store.renew_lease(&job_id, &self.parts.owner, until).await {
+                match self.parts.store.renew_lease(&job_id, &owner, until).await {
                     Ok(true) => {}
                     Ok(false) => return,
                     Err(e) => tracing::warn!(job = %job_id, "renewing the lease failed: {e}"),

@@ -252,6 +252,16 @@ pub enum AudioStoreKind {
     Directory(PathBuf),
     /// In the PostgreSQL database (a fleet's default).
     Database,
+    /// In an S3-compatible bucket: `SCRIBE_AUDIO_BUCKET_URL`
+    /// (`s3://BUCKET[/PREFIX]`), configured by the `AWS_*` variables
+    /// (`AWS_ENDPOINT`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+    /// `AWS_REGION`, `AWS_ALLOW_HTTP`, ...).
+    Bucket {
+        /// `s3://BUCKET[/PREFIX]`.
+        url: String,
+        /// The `AWS_*` variables, as given.
+        options: Vec<(String, String)>,
+    },
 }
 
 /// `SCRIBE_AUDIO_STORE`: `directory` (the default on SQLite) or `database`
@@ -265,13 +275,27 @@ fn audio_store_kind(src: &Source<'_>, data_dir: &std::path::Path, database_url: 
         None | Some("") if on_postgres => Ok(AudioStoreKind::Database),
         None | Some("") | Some("directory") => Ok(AudioStoreKind::Directory(dir)),
         Some("database") if on_postgres => Ok(AudioStoreKind::Database),
+        Some("bucket") => {
+            let url: String = src.opt("SCRIBE_AUDIO_BUCKET_URL")?.unwrap_or_default();
+            if !url.starts_with("s3://") || url.len() <= "s3://".len() {
+                return Err(ConfigError::Invalid {
+                    name: "SCRIBE_AUDIO_BUCKET_URL".into(),
+                    value: url,
+                    reason: "SCRIBE_AUDIO_STORE=bucket needs s3://BUCKET[/PREFIX]".into(),
+                });
+            }
+            let mut options: Vec<(String, String)> =
+                src.env.iter().filter(|(k, _)| k.starts_with("AWS_")).map(|(k, v)| (k.clone(), v.clone())).collect();
+            options.sort();
+            Ok(AudioStoreKind::Bucket { url, options })
+        }
         Some(other) => Err(ConfigError::Invalid {
             name: "SCRIBE_AUDIO_STORE".into(),
             value: other.to_string(),
             reason: if other == "database" {
                 "audio in the database needs DATABASE_URL=postgres://...; on SQLite use directory".into()
             } else {
-                "expected directory or database".into()
+                "expected directory, database or bucket".into()
             },
         }),
     }
@@ -550,6 +574,11 @@ mod tests {
         assert!(err.starts_with("SCRIBE_AUDIO_STORE:") && err.contains("postgres://"), "{err}");
         let err = Config::from_vars(vars(&[pg, ("SCRIBE_AUDIO_STORE", "s3")])).unwrap_err().to_string();
         assert!(err.starts_with("SCRIBE_AUDIO_STORE:"), "{err}");
+        let err = Config::from_vars(vars(&[pg, ("SCRIBE_AUDIO_STORE", "bucket")])).unwrap_err().to_string();
+        assert!(err.starts_with("SCRIBE_AUDIO_BUCKET_URL:"), "{err}");
+        let bucket = vars(&[pg, ("SCRIBE_AUDIO_STORE", "bucket"), ("SCRIBE_AUDIO_BUCKET_URL", "s3://b/p"), ("AWS_REGION", "eu-west-1")]);
+        let expected = AudioStoreKind::Bucket { url: "s3://b/p".into(), options: vec![("AWS_REGION".into(), "eu-west-1".into())] };
+        assert_eq!(Config::from_vars(bucket).unwrap().audio_store, expected);
     }
 
     #[test]

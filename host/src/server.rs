@@ -13,7 +13,7 @@ use crate::wakeup::Wakeup;
 
 use crate::api::{self, AppState};
 use crate::admission::{Admission, FleetAdmission, LocalAdmission};
-use crate::audio::{AudioStore, DatabaseAudioStore, LocalAudioStore, UrlFetcher};
+use crate::audio::{AudioError, AudioStore, BucketAudioStore, DatabaseAudioStore, LocalAudioStore, UrlFetcher};
 use crate::cache::TranscriptCache;
 use crate::config::{AudioStoreKind, Config};
 use crate::metrics::Metrics;
@@ -50,6 +50,9 @@ pub enum ServerError {
         /// Why.
         source: std::io::Error,
     },
+    /// The audio store could not be set up (a bucket's settings).
+    #[error("audio store (SCRIBE_AUDIO_STORE): {0}")]
+    Audio(#[from] AudioError),
     /// The fleet's heartbeat or wake-ups could not start.
     #[error("cannot join the fleet on PostgreSQL: {0}")]
     Fleet(#[from] sqlx::Error),
@@ -120,6 +123,7 @@ pub async fn start_on(config: Config, listener: TcpListener) -> Result<Running, 
     let audio: Arc<dyn AudioStore> = match (&config.audio_store, &postgres) {
         (AudioStoreKind::Database, Some(pg)) => Arc::new(DatabaseAudioStore::new(pg.pool().clone())),
         (AudioStoreKind::Directory(dir), _) => Arc::new(LocalAudioStore::new(dir.clone())),
+        (AudioStoreKind::Bucket { url, options }, _) => Arc::new(BucketAudioStore::from_url(url, options)?),
         (AudioStoreKind::Database, None) => unreachable!("the config refuses audio in SQLite"),
     };
     let instance = format!("scribe-{}-{}", std::process::id(), uuid::Uuid::now_v7());

@@ -21,6 +21,7 @@ use scribe_host::plugins::Plugins;
 pub mod api;
 pub mod browser;
 pub mod fleet;
+pub mod moto;
 pub mod postgres;
 pub mod provider_view;
 pub mod proxy;

@@ -8,8 +8,12 @@
 //! repeated upload cost no space and lets the cache key on the audio hash.
 //! The store is a trait because where audio lives depends on the deployment
 //! (a local directory on one instance; the database, a shared directory or a
-//! bucket in a fleet); [`LocalAudioStore`] is the first implementation.
+//! bucket in a fleet): [`LocalAudioStore`] keeps files in a directory (the
+//! data dir's, or one a fleet shares), [`DatabaseAudioStore`] keeps the bytes
+//! in PostgreSQL (a fleet's default), [`BucketAudioStore`] in an
+//! S3-compatible bucket.
 
+mod bucket;
 mod database;
 mod fetch;
 mod format;
@@ -18,6 +22,7 @@ mod upload;
 
 pub use fetch::{is_public, FetchError, UrlFetcher};
 pub use format::{sniff, AudioFormat, ACCEPTED, HEAD_LEN};
+pub use bucket::BucketAudioStore;
 pub use database::{DatabaseAudioStore, CHUNK_BYTES};
 pub use local::LocalAudioStore;
 

@@ -2,8 +2,10 @@
 //! flight. A slot is held by a [`Slot`] and given back when it drops, so a
 //! call that panics or is cancelled cannot leak one.
 //!
-//! Behind the [`ConcurrencyGate`] trait so that a database-held gate (one
-//! cap for a fleet) can replace the in-process one.
+//! Used through [`crate::admission::LocalAdmission`]; a fleet's cap is the
+//! count of running jobs in the database ([`crate::admission`]), and the
+//! fleet's admission uses an uncapped gate only to count this instance's
+//! calls.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -9,8 +9,10 @@
 //! does not slowly lower the rate below the limit. Any window of the
 //! interval's length still sees at most one call more than the rate.
 //!
-//! Behind the [`RateLimiter`] trait so that a database-held limiter (one
-//! budget for a fleet of instances) can replace the in-process one.
+//! The in-process limiter serves one instance (and in-process providers in
+//! a fleet) through [`crate::admission::LocalAdmission`]; a fleet's
+//! database-held budget lives in [`crate::admission`] and decides with the
+//! same [`Cell`].
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -25,7 +25,7 @@ use tokio_util::task::TaskTracker;
 use crate::audio::AudioStore;
 use crate::cache::TranscriptCache;
 use crate::config::Config;
-use crate::admission::{Admission, Admit, Lease};
+use crate::admission::{provider_limits, Admission, Admit, Lease, ProviderLimits};
 use crate::plugins::types::Candidate;
 use crate::plugins::Plugins;
 use crate::store::{Head, Store, StoreError};
@@ -60,8 +60,6 @@ pub struct Parts {
     /// on a later one.
     pub owner: String,
 }
-
-pub use crate::admission::{provider_limits, ProviderLimits};
 
 /// The job scheduler.
 pub struct Scheduler {
@@ -207,7 +205,7 @@ impl Scheduler {
     async fn claim_best(
         self: &Arc<Self>,
         provider: &str,
-        limits: crate::admission::ProviderLimits,
+        limits: ProviderLimits,
         lines: &mut Lines,
     ) -> Result<Option<Admit>, StoreError> {
         while !lines.is_empty() {
@@ -240,7 +238,7 @@ impl Scheduler {
     async fn claim_when_due(
         &self,
         provider: &str,
-        limits: crate::admission::ProviderLimits,
+        limits: ProviderLimits,
         job_id: &str,
     ) -> Result<Admit, StoreError> {
         loop {

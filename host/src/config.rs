@@ -103,6 +103,11 @@ pub struct Config {
     pub admin_api_key: Option<String>,
     /// `SCRIBE_MAX_UPLOAD_BYTES`: the largest audio upload.
     pub max_upload_bytes: u64,
+    /// `SCRIBE_AUDIO_INLINE_MAX_BYTES`: on SQLite with audio in a
+    /// directory, uploads up to this size are kept in the database instead
+    /// (committed with the writes they share a commit with, rather than a
+    /// file and two fsyncs each); 0 keeps every upload in a file.
+    pub audio_inline_max_bytes: u64,
     /// `SCRIBE_AUDIO_URL_ALLOW_PRIVATE`: whether a submit's `audio_url` may
     /// point at loopback, private or link-local addresses.
     pub audio_url_allow_private: bool,
@@ -193,6 +198,7 @@ impl Config {
             plugin_dir,
             admin_api_key: src.opt::<String>("ADMIN_API_KEY")?.filter(|k| !k.is_empty()),
             max_upload_bytes: src.get("SCRIBE_MAX_UPLOAD_BYTES", 25 * 1024 * 1024)?,
+            audio_inline_max_bytes: src.get("SCRIBE_AUDIO_INLINE_MAX_BYTES", 256 * 1024)?,
             audio_url_allow_private: src.get("SCRIBE_AUDIO_URL_ALLOW_PRIVATE", false)?,
             audio_url_timeout_ms: src.positive("SCRIBE_AUDIO_URL_TIMEOUT_MS", 30_000)?,
             max_plugin_bytes: src.get("SCRIBE_MAX_PLUGIN_BYTES", 64 * 1024 * 1024)?,
@@ -504,6 +510,7 @@ mod tests {
         assert_eq!(c.rate_limit_per_minute, 30);
         assert_eq!(c.rate_limit_burst, 1);
         assert_eq!(c.max_upload_bytes, 25 * 1024 * 1024);
+        assert_eq!(c.audio_inline_max_bytes, 256 * 1024);
         assert_eq!(c.plugin_dir, PathBuf::from("./data/plugins"));
         assert_eq!(c.retry_policy, "retry-backoff");
         assert!(c.admin_api_key.is_none());

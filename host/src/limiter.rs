@@ -45,6 +45,9 @@ pub trait RateLimiter: Send + Sync {
     /// Whether [`RateLimiter::try_take`] would take a token now, taking
     /// none: the instant one frees up otherwise.
     fn ready(&self, provider: &str, rate: Option<Rate>, now: Instant) -> Result<(), Instant>;
+    /// How many calls of `provider` in a row, up to `at_most`, would each
+    /// take a token at `now`, taking none.
+    fn ready_count(&self, provider: &str, rate: Option<Rate>, now: Instant, at_most: u32) -> u32;
     /// Lets no call of `provider` through before `until` (a 429's
     /// retry-after); an earlier pause is extended, never shortened.
     fn pause_until(&self, provider: &str, until: Instant);
@@ -152,6 +155,29 @@ impl<T: Moment> Cell<T> {
     }
 }
 
+impl<T: Moment> Cell<T> {
+    /// How many calls in a row, up to `at_most`, would each find a token
+    /// at `now`.
+    pub fn ready_count(&self, rate: Option<Rate>, now: T, at_most: u32) -> u32 {
+        let mut cell = *self;
+        let mut count = 0;
+        while count < at_most {
+            match cell.next_slot(rate, now) {
+                Ok(tat) => {
+                    cell.tat = tat.or(cell.tat);
+                    count += 1;
+                }
+                Err(_) => break,
+            }
+            if rate.is_none() {
+                // Unlimited: past the first, every call finds one.
+                return at_most;
+            }
+        }
+        count
+    }
+}
+
 impl RateLimiter for LocalRateLimiter {
     fn try_take(&self, provider: &str, rate: Option<Rate>, now: Instant) -> Result<(), Instant> {
         let mut cells = self.cells.lock().unwrap_or_else(|p| p.into_inner());
@@ -168,6 +194,11 @@ impl RateLimiter for LocalRateLimiter {
             Some(cell) => cell.next_slot(rate, now).map(|_| ()),
             None => Ok(()),
         }
+    }
+
+    fn ready_count(&self, provider: &str, rate: Option<Rate>, now: Instant, at_most: u32) -> u32 {
+        let cells = self.cells.lock().unwrap_or_else(|p| p.into_inner());
+        cells.get(provider).copied().unwrap_or_default().ready_count(rate, now, at_most)
     }
 
     fn pause_until(&self, provider: &str, until: Instant) {
@@ -251,6 +282,20 @@ mod tests {
         assert_eq!(limiter.ready("p", rate(30, 1), t0), Err(t0 + Duration::from_secs(2)));
         limiter.pause_until("q", t0 + Duration::from_secs(3));
         assert_eq!(limiter.ready("q", None, t0), Err(t0 + Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn ready_count_counts_the_burst_left_without_taking() {
+        let limiter = LocalRateLimiter::default();
+        let t0 = Instant::now();
+        assert_eq!(limiter.ready_count("p", rate(60, 3), t0, 10), 3);
+        assert_eq!(limiter.ready_count("p", rate(60, 3), t0, 2), 2, "never more than asked");
+        assert_eq!(limiter.try_take("p", rate(60, 3), t0), Ok(()));
+        assert_eq!(limiter.ready_count("p", rate(60, 3), t0, 10), 2, "one was taken");
+        assert_eq!(limiter.ready_count("p", rate(60, 1), t0, 10), 0, "burst 1: spaced");
+        assert_eq!(limiter.ready_count("q", None, t0, 10), 10, "unlimited");
+        limiter.pause_until("q", t0 + Duration::from_secs(1));
+        assert_eq!(limiter.ready_count("q", None, t0, 10), 0, "paused");
     }
 
     #[test]

@@ -1,5 +1,13 @@
-//! This process's memory, as the operator sees it: resident bytes, and the
-//! limit it runs under (the cgroup's, else `SCRIBE_MEMORY_LIMIT_MB`).
+//! This process's resources, as the operator sees them: cores, resident
+//! memory, and the memory limit it runs under (the cgroup's, else
+//! `SCRIBE_MEMORY_LIMIT_MB`).
+
+/// The cores this process may use, read once: the standard library reads
+/// the cgroup's files at every ask, too slow for a per-dispatch question.
+pub fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
 
 /// Resident memory in bytes, from `/proc/self/statm` (0 where unreadable).
 pub fn resident_memory_bytes() -> u64 {

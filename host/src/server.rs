@@ -13,7 +13,7 @@ use crate::wakeup::Wakeup;
 
 use crate::api::{self, AppState};
 use crate::admission::{Admission, FleetAdmission, LocalAdmission};
-use crate::audio::{AudioError, AudioStore, BucketAudioStore, DatabaseAudioStore, LocalAudioStore, UrlFetcher};
+use crate::audio::{AudioError, AudioStore, BucketAudioStore, DatabaseAudioStore, InlineAudioStore, LocalAudioStore, UrlFetcher};
 use crate::cache::TranscriptCache;
 use crate::config::{AudioStoreKind, Config};
 use crate::metrics::Metrics;
@@ -117,12 +117,20 @@ pub async fn start_on(config: Config, listener: TcpListener) -> Result<Running, 
     let metrics = Metrics::new();
     let plugins = Plugins::start(&config, metrics.clone()).await?;
     let watcher = plugins.watch()?;
-    let store::Opened { store, postgres } = store::open_backend(&config).await?;
+    let store::Opened { store, postgres, sqlite } = store::open_backend(&config).await?;
     let acquire_seconds = metrics.db_pool_acquire_seconds.clone();
     store.observe_acquires(Arc::new(move |waited| acquire_seconds.observe(waited.as_secs_f64())));
     let audio: Arc<dyn AudioStore> = match (&config.audio_store, &postgres) {
         (AudioStoreKind::Database, Some(pg)) => Arc::new(DatabaseAudioStore::new(pg.pool().clone())),
-        (AudioStoreKind::Directory(dir), _) => Arc::new(LocalAudioStore::new(dir.clone())),
+        (AudioStoreKind::Directory(dir), _) => {
+            let files = LocalAudioStore::new(dir.clone());
+            match &sqlite {
+                Some(db) if config.audio_inline_max_bytes > 0 => {
+                    Arc::new(InlineAudioStore::new(db, files, config.audio_inline_max_bytes))
+                }
+                _ => Arc::new(files),
+            }
+        }
         (AudioStoreKind::Bucket { url, options }, _) => Arc::new(BucketAudioStore::from_url(url, options)?),
         (AudioStoreKind::Database, None) => unreachable!("the config refuses audio in SQLite"),
     };
@@ -147,6 +155,8 @@ pub async fn start_on(config: Config, listener: TcpListener) -> Result<Running, 
         plugins: plugins.clone(),
         metrics: metrics.clone(),
         store: store.clone(),
+        users: Arc::new(crate::users::Authenticator::new(store.clone())),
+        queue_limit: crate::api::QueueLimit::new(config.max_queue_length),
         audio: audio.clone(),
         fetcher: UrlFetcher::new(config.audio_url_allow_private, config.audio_url_timeout_ms),
         wake: wake.clone(),

@@ -100,6 +100,15 @@ impl Admission for FleetAdmission {
         Ok(limits.max_concurrent.saturating_sub(self.running(provider).await?))
     }
 
+    /// One for a fleet-wide provider: its claims take its row in turn
+    /// anyway, and each must see the token the one before took.
+    async fn startable_together(&self, provider: &str, limits: ProviderLimits, free: u32) -> StoreResult<u32> {
+        if !limits.fleet_wide {
+            return self.local.startable_together(provider, limits, free).await;
+        }
+        Ok(free.min(1))
+    }
+
     async fn claim(&self, provider: &str, limits: ProviderLimits, job_id: &str, lease: Lease<'_>) -> StoreResult<Admit> {
         if !limits.fleet_wide {
             return self.local.claim(provider, limits, job_id, lease).await;

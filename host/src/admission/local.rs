@@ -38,6 +38,10 @@ impl Admission for LocalAdmission {
         Ok(limits.max_concurrent.saturating_sub(self.gate.in_flight(provider)))
     }
 
+    async fn startable_together(&self, provider: &str, limits: ProviderLimits, free: u32) -> StoreResult<u32> {
+        Ok(self.limiter.ready_count(provider, limits.rate, Instant::now(), free))
+    }
+
     async fn claim(&self, provider: &str, limits: ProviderLimits, job_id: &str, lease: Lease<'_>) -> StoreResult<Admit> {
         if let Err(at) = self.limiter.ready(provider, limits.rate, Instant::now()) {
             return Ok(Admit::Wait(at));

@@ -45,7 +45,7 @@ pub struct ProviderLimits {
 pub fn provider_limits(config: &Config, plugins: &Plugins, provider: &str) -> ProviderLimits {
     let settings = config.plugin(provider);
     let in_process = plugins.provider_info(provider).is_some_and(|i| i.in_process);
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    let cores = crate::process::cores() as u32;
     let max_concurrent =
         settings.max_concurrent.unwrap_or(if in_process { cores } else { config.max_concurrent_transcriptions });
     let per_minute = match (settings.rate_limit_per_minute, in_process) {
@@ -109,6 +109,10 @@ pub trait Admission: Send + Sync {
     /// How many more calls of `provider` may start now, by the concurrency
     /// cap alone (how deep the scheduler reads the users' lines).
     async fn free_slots(&self, provider: &str, limits: ProviderLimits) -> StoreResult<u32>;
+    /// How many of `free` claims of `provider` in a row would all find a
+    /// token now. Claims counted here may be made together, so that their
+    /// store writes share one commit; past one, they are made one by one.
+    async fn startable_together(&self, provider: &str, limits: ProviderLimits, free: u32) -> StoreResult<u32>;
     /// Claims `job_id` for `lease` if a slot and a token of `provider` are
     /// free, taking both; otherwise claims nothing and says why.
     async fn claim(&self, provider: &str, limits: ProviderLimits, job_id: &str, lease: Lease<'_>) -> StoreResult<Admit>;

@@ -6,8 +6,8 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::problem::Problem;
-use crate::store::{Store, User};
-use crate::users;
+use crate::store::User;
+use crate::users::Authenticator;
 
 /// The bearer token of a request, if any.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -40,14 +40,14 @@ pub fn require_admin(headers: &HeaderMap, admin_key: Option<&str>) -> Result<(),
 /// KEY`). A missing or unknown key is 401 with `WWW-Authenticate: Bearer`;
 /// the store failing is 500. Keys are looked up by their sha256, so the
 /// comparison reveals nothing about stored keys.
-pub async fn require_user(store: &dyn Store, headers: &HeaderMap) -> Result<User, Problem> {
+pub async fn require_user(users: &Authenticator, headers: &HeaderMap) -> Result<User, Problem> {
     let unauthorized = |detail: &str| {
         Problem::new(StatusCode::UNAUTHORIZED, detail).with_header(header::WWW_AUTHENTICATE, "Bearer")
     };
     let key = bearer(headers)
         .filter(|k| !k.is_empty())
         .ok_or_else(|| unauthorized("this route needs Authorization: Bearer <your API key>"))?;
-    match users::authenticate(store, key).await {
+    match users.user_for_key(key).await {
         Ok(Some(user)) => Ok(user),
         Ok(None) => Err(unauthorized("unknown API key")),
         Err(error) => {

@@ -150,14 +150,30 @@ pub(super) async fn enqueue(
             format!("provider {} takes audio up to {} bytes", options.provider, options.info.max_audio_bytes),
         ));
     }
-    let queued = state.store.queue_length().await.map_err(store_problem)?;
-    if queued >= state.config.max_queue_length {
+    if let Err(queued) = state.queue_limit.reserve(&*state.store).await.map_err(store_problem)? {
         return Err(Problem::new(
             StatusCode::TOO_MANY_REQUESTS,
             format!("the queue is full ({queued} jobs, SCRIBE_MAX_QUEUE_LENGTH); try again shortly"),
         )
         .with_header(header::RETRY_AFTER, "5"));
     }
+    let inserted = insert(state, user_id, options, audio, idempotency_key).await;
+    if !matches!(inserted, Ok(Inserted::Created(ref job)) if job.status == JobStatus::Queued) {
+        state.queue_limit.release();
+    }
+    inserted
+}
+
+/// Looks the transcript up in the cache and inserts the job (already
+/// succeeded on a hit); the scheduler is woken for a new queued job.
+async fn insert(
+    state: &AppState,
+    user_id: String,
+    options: Options,
+    audio: StoredAudio,
+    idempotency_key: Option<String>,
+) -> Result<Inserted, Problem> {
+    let extension = audio.format.extension();
     let spec = JobSpec {
         provider: options.provider,
         priority: options.priority,

@@ -127,7 +127,7 @@ async fn show(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<JobView>, Problem> {
-    let user = require_user(&*state.store, &headers).await?;
+    let user = require_user(&state.users, &headers).await?;
     let job = state.store.job(&user.id, &id).await.map_err(store_problem)?.ok_or_else(|| not_found(&id))?;
     Ok(Json(JobView::from(&job)))
 }
@@ -163,7 +163,7 @@ async fn list(
     headers: HeaderMap,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<JobPage>, Problem> {
-    let user = require_user(&*state.store, &headers).await?;
+    let user = require_user(&state.users, &headers).await?;
     let Query(query) = query.map_err(|e| Problem::new(StatusCode::BAD_REQUEST, format!("bad query: {e}")))?;
     let number = |name: &str, value: Option<&str>, default: u32| -> Result<u32, Problem> {
         match value {
@@ -196,7 +196,7 @@ async fn cancel(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<JobView>, Problem> {
-    let user = require_user(&*state.store, &headers).await?;
+    let user = require_user(&state.users, &headers).await?;
     let (job, changed) = state.store.cancel_job(&user.id, &id, now_ms()).await.map_err(store_problem)?.ok_or_else(|| not_found(&id))?;
     if changed {
         state.metrics.job_finished(&job.spec.provider, "canceled", job.age_seconds(now_ms()));

@@ -51,7 +51,7 @@ pub(super) async fn submit(
     request: Request,
 ) -> Result<(StatusCode, Json<JobView>), Problem> {
     let headers = request.headers().clone();
-    let user = require_user(&*state.store, &headers).await?;
+    let user = require_user(&state.users, &headers).await?;
     let idempotency_key = idempotency_key(&headers)?;
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let media_type = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();

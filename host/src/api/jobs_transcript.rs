@@ -41,7 +41,7 @@ pub(super) async fn transcript(
     headers: HeaderMap,
     query: Result<Query<TranscriptQuery>, QueryRejection>,
 ) -> Result<Response, Problem> {
-    let user = require_user(&*state.store, &headers).await?;
+    let user = require_user(&state.users, &headers).await?;
     let Query(query) = query.map_err(|e| Problem::new(StatusCode::BAD_REQUEST, format!("bad query: {e}")))?;
     let job = state
         .store

@@ -14,6 +14,8 @@ mod openapi;
 mod intake;
 pub mod jobs;
 mod openai_compat;
+mod queue_limit;
+pub use queue_limit::QueueLimit;
 mod queue_status;
 mod jobs_submit;
 mod jobs_transcript;
@@ -48,6 +50,10 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Users and jobs.
     pub store: Arc<dyn Store>,
+    /// `SCRIBE_MAX_QUEUE_LENGTH`, checked at each submit.
+    pub queue_limit: queue_limit::QueueLimit,
+    /// Finds the user behind an API key.
+    pub users: Arc<crate::users::Authenticator>,
     /// Uploaded audio.
     pub audio: Arc<dyn AudioStore>,
     /// Transcripts already made, so a repeated submit finishes at once.

@@ -122,7 +122,7 @@ async fn transcriptions(State(state): State<Arc<AppState>>, request: Request) ->
 }
 
 async fn transcribe(state: &AppState, request: Request) -> Result<Response, OpenAiError> {
-    let user = require_user(&*state.store, request.headers()).await?;
+    let user = require_user(&state.users, request.headers()).await?;
     let media_type = request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if !media_type.trim_start().to_ascii_lowercase().starts_with("multipart/form-data") {
         return Err(OpenAiError::new(StatusCode::BAD_REQUEST, "send multipart/form-data with a file and a model"));

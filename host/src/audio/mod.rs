@@ -9,14 +9,16 @@
 //! The store is a trait because where audio lives depends on the deployment
 //! (a local directory on one instance; the database, a shared directory or a
 //! bucket in a fleet): [`LocalAudioStore`] keeps files in a directory (the
-//! data dir's, or one a fleet shares), [`DatabaseAudioStore`] keeps the bytes
-//! in PostgreSQL (a fleet's default), [`BucketAudioStore`] in an
-//! S3-compatible bucket.
+//! data dir's, or one a fleet shares), [`InlineAudioStore`] keeps small
+//! uploads in the SQLite database beside it (one instance's default),
+//! [`DatabaseAudioStore`] keeps the bytes in PostgreSQL (a fleet's default),
+//! [`BucketAudioStore`] in an S3-compatible bucket.
 
 mod bucket;
 mod database;
 mod fetch;
 mod format;
+mod inline;
 mod local;
 mod upload;
 
@@ -24,6 +26,7 @@ pub use fetch::{is_public, FetchError, UrlFetcher};
 pub use format::{sniff, AudioFormat, ACCEPTED, HEAD_LEN};
 pub use bucket::BucketAudioStore;
 pub use database::{DatabaseAudioStore, CHUNK_BYTES};
+pub use inline::InlineAudioStore;
 pub use local::LocalAudioStore;
 
 use std::time::SystemTime;
@@ -60,6 +63,9 @@ pub enum AudioError {
     /// The database holding the audio failed.
     #[error("audio storage (database): {0}")]
     Database(#[from] sqlx::Error),
+    /// The store's database (SQLite, holding small audio) failed.
+    #[error("audio storage (database): {0}")]
+    Store(#[from] crate::store::StoreError),
 }
 
 impl AudioError {

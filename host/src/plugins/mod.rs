@@ -182,7 +182,7 @@ impl Plugins {
             },
             warm_instances: settings
                 .warm_instances
-                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+                .unwrap_or_else(crate::process::cores),
             read_only_dir: match kind {
                 Kind::Provider => settings.read_only_dir.map(Arc::from),
                 Kind::Policy => None,

@@ -180,6 +180,10 @@ impl Scheduler {
             return Ok(None);
         }
         let mut lines = Lines::new(self.parts.store.heads(provider, crate::clock::now_ms(), free).await?);
+        let together = self.parts.admission.startable_together(provider, limits, free).await?;
+        if together > 1 {
+            return self.claim_together(provider, limits, &mut lines, together).await;
+        }
         while !lines.is_empty() {
             match self.claim_best(provider, limits, &mut lines).await? {
                 Some(Admit::Admitted(admitted)) => {
@@ -198,6 +202,61 @@ impl Scheduler {
         Ok(None)
     }
 
+    /// Picks up to `count` jobs from the lines as the priority policy
+    /// ranks them (each pick counted as dispatched before the next), then
+    /// claims them all at once, so their store writes share a commit
+    /// instead of taking one commit each in turn. Admission said a token
+    /// is there for each; one it refuses after all (a 429 paused the
+    /// provider meanwhile) stays queued. Returns when to look again: at
+    /// once if someone else took a pick (a slot is still free), or when
+    /// a token frees up.
+    async fn claim_together(
+        self: &Arc<Self>,
+        provider: &str,
+        limits: ProviderLimits,
+        lines: &mut Lines,
+        count: u32,
+    ) -> Result<Option<Instant>, StoreError> {
+        let mut picks = Vec::with_capacity(count as usize);
+        while picks.len() < count as usize && !lines.is_empty() {
+            let candidates = self.candidates(&lines.fronts());
+            let Some(&best) = self.rank(&candidates).await.first() else { break };
+            if let Some(head) = lines.take_front(best, true) {
+                self.note_dispatch(&head.user_id);
+                picks.push(head);
+            }
+            lines.prune();
+        }
+        let claims = picks.iter().map(|head| self.claim_when_due(provider, limits, &head.job_id));
+        let mut next = None;
+        for admit in futures_util::future::join_all(claims).await {
+            match admit? {
+                Admit::Admitted(admitted) => {
+                    let this = self.clone();
+                    self.workers.spawn(async move { this.execute(admitted).await });
+                }
+                Admit::Taken => next = Some(Instant::now()),
+                Admit::Wait(at) => next = earliest(next, Some(at)),
+                Admit::Full => {}
+            }
+        }
+        Ok(next)
+    }
+
+    /// The candidates' order of preference: the priority policy's, which
+    /// is not asked when there is no choice to make.
+    async fn rank(&self, candidates: &[Candidate]) -> Vec<usize> {
+        if candidates.len() == 1 {
+            return vec![0];
+        }
+        self.parts.plugins.rank(candidates).await
+    }
+
+    /// Notes that a job of `user` was just dispatched, for fairness.
+    fn note_dispatch(&self, user: &str) {
+        self.last_dispatch.lock().unwrap_or_else(|p| p.into_inner()).insert(user.to_string(), crate::clock::now_ms());
+    }
+
     /// Ranks the users' fronts with the priority policy and claims the
     /// first one still queued within the provider's limits (a front someone
     /// else claimed is dropped and the next in the ranking tried). `None`
@@ -210,7 +269,7 @@ impl Scheduler {
     ) -> Result<Option<Admit>, StoreError> {
         while !lines.is_empty() {
             let candidates = self.candidates(&lines.fronts());
-            let order = self.parts.plugins.rank(&candidates).await;
+            let order = self.rank(&candidates).await;
             for index in order {
                 match self.claim_when_due(provider, limits, &candidates[index].job_id).await? {
                     Admit::Taken => {
@@ -219,8 +278,7 @@ impl Scheduler {
                     Admit::Admitted(admitted) => {
                         lines.take_front(index, true);
                         lines.prune();
-                        let user = admitted.job.user_id.clone();
-                        self.last_dispatch.lock().unwrap_or_else(|p| p.into_inner()).insert(user, crate::clock::now_ms());
+                        self.note_dispatch(&admitted.job.user_id);
                         return Ok(Some(Admit::Admitted(admitted)));
                     }
                     stop @ (Admit::Wait(_) | Admit::Full) => return Ok(Some(stop)),

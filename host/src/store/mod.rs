@@ -7,7 +7,7 @@
 //! values (milliseconds, strings), free of any one database's dialect, so
 //! the PostgreSQL backend can implement the same contract.
 
-mod group_commit;
+pub mod group_commit;
 mod postgres;
 mod rows;
 mod sqlite;
@@ -161,6 +161,8 @@ pub struct Opened {
     pub store: std::sync::Arc<dyn Store>,
     /// The same store as PostgreSQL, if it is.
     pub postgres: Option<std::sync::Arc<PostgresStore>>,
+    /// The same store as SQLite, if it is.
+    pub sqlite: Option<std::sync::Arc<SqliteStore>>,
 }
 
 /// Opens the store the configuration names: `DATABASE_URL` if set
@@ -176,7 +178,7 @@ pub async fn open_backend(config: &crate::config::Config) -> StoreResult<Opened>
     let url = match &config.database_url {
         Some(url) if is_postgres_url(url) => {
             let postgres = std::sync::Arc::new(PostgresStore::open(url, config.db_pool_size, timeout).await?);
-            return Ok(Opened { store: postgres.clone(), postgres: Some(postgres) });
+            return Ok(Opened { store: postgres.clone(), postgres: Some(postgres), sqlite: None });
         }
         Some(url) => url.clone(),
         None => {
@@ -185,7 +187,7 @@ pub async fn open_backend(config: &crate::config::Config) -> StoreResult<Opened>
         }
     };
     let store = std::sync::Arc::new(SqliteStore::open(&url, config.db_pool_size, timeout).await?);
-    Ok(Opened { store, postgres: None })
+    Ok(Opened { store: store.clone(), postgres: None, sqlite: Some(store) })
 }
 
 /// Whether `url` names a PostgreSQL database.

@@ -46,6 +46,17 @@ impl SqliteStore {
         Ok(Self { pool, writer, acquire_observer: OnceLock::new() })
     }
 
+    /// The pool reads go through, for tables other modules keep in this
+    /// database (small audio: [`crate::audio::InlineAudioStore`]).
+    pub fn read_pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// The group-commit writer every write of this database goes through.
+    pub fn writer(&self) -> &Writer {
+        &self.writer
+    }
+
     /// A pooled connection, its wait reported to the acquire observer.
     async fn connection(&self) -> StoreResult<PoolConnection<Sqlite>> {
         let started = std::time::Instant::now();

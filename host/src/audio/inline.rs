@@ -25,12 +25,18 @@ use super::{check_sha256, AudioError, AudioStore, LocalAudioStore, StoredAudio};
 use crate::store::group_commit::Writer;
 use crate::store::SqliteStore;
 
+/// How many bytes of recently stored rows are kept in memory too, so the
+/// worker that runs a job soon after its submit reads its audio from there.
+pub const RECENT_AUDIO_BYTES: u64 = 64 * 1024 * 1024;
+
 /// Audio up to a size in the SQLite database, larger audio in files.
 pub struct InlineAudioStore {
     reads: SqlitePool,
     writer: Writer,
     files: LocalAudioStore,
     inline_max: u64,
+    /// Rows stored lately, by hash (a copy: the row is the record).
+    recent: moka::sync::Cache<String, Bytes>,
 }
 
 /// An upload held in memory.
@@ -48,7 +54,11 @@ impl InlineAudioStore {
     /// Keeps uploads up to `inline_max` bytes in `database`, the others in
     /// `files`.
     pub fn new(database: &SqliteStore, files: LocalAudioStore, inline_max: u64) -> Self {
-        Self { reads: database.read_pool().clone(), writer: database.writer().clone(), files, inline_max }
+        let recent = moka::sync::Cache::builder()
+            .max_capacity(RECENT_AUDIO_BYTES)
+            .weigher(|_: &String, audio: &Bytes| u32::try_from(audio.len()).unwrap_or(u32::MAX))
+            .build();
+        Self { reads: database.read_pool().clone(), writer: database.writer().clone(), files, inline_max, recent }
     }
 
     /// Keeps a whole upload, read into `held`, as a row.
@@ -56,6 +66,7 @@ impl InlineAudioStore {
         let mut sink = MemorySink(Vec::with_capacity(size as usize));
         let stored = read_upload(stream::iter(held.into_iter().map(Ok)).boxed(), limit, &mut sink).await?;
         let (sha256, data, now) = (stored.sha256.clone(), sink.0, ms_since_epoch(SystemTime::now()));
+        let copy = Bytes::copy_from_slice(&data);
         self.writer
             .write(move |c| {
                 Box::pin(async move {
@@ -71,19 +82,24 @@ impl InlineAudioStore {
                 })
             })
             .await?;
+        self.recent.insert(stored.sha256.clone(), copy);
         Ok(stored)
     }
 
     /// Deletes the row of `sha256` if stamped before `before_ms`, through
     /// the writer; whether there was one.
-    async fn delete_row(&self, sha256: &str, before_ms: i64) -> Result<bool, AudioError> {
-        let sha256 = sha256.to_string();
+    async fn delete_row(&self, sha: &str, before_ms: i64) -> Result<bool, AudioError> {
+        let sha256 = sha.to_string();
         let sql = "DELETE FROM audio_inline WHERE sha256 = ?1 AND stored_at < ?2";
         let done = self
             .writer
             .write(move |c| Box::pin(async move { sqlx::query(sql).bind(sha256).bind(before_ms).execute(&mut *c).await }))
             .await?;
-        Ok(done.rows_affected() > 0)
+        let deleted = done.rows_affected() > 0;
+        if deleted {
+            self.recent.invalidate(sha);
+        }
+        Ok(deleted)
     }
 }
 
@@ -109,6 +125,9 @@ impl AudioStore for InlineAudioStore {
 
     async fn get(&self, sha256: &str) -> Result<Vec<u8>, AudioError> {
         check_sha256(sha256)?;
+        if let Some(audio) = self.recent.get(sha256) {
+            return Ok(audio.to_vec());
+        }
         let row: Option<Vec<u8>> = sqlx::query_scalar("SELECT data FROM audio_inline WHERE sha256 = ?1")
             .bind(sha256)
             .fetch_optional(&self.reads)

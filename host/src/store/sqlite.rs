@@ -39,6 +39,9 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(pool_size)
             .acquire_timeout(timeout)
+            // A connection to a local file does not go stale; pinging it at
+            // every acquire cost a round trip to its worker thread per read.
+            .test_before_acquire(false)
             .connect_with(options.clone())
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;

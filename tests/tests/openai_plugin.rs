@@ -94,6 +94,19 @@ async fn a_transcription_sends_the_form_openai_expects() {
 }
 
 #[tokio::test]
+async fn calls_one_after_another_reuse_one_connection() {
+    let fake = FakeOpenAi::start(KEY).await;
+    let host = host_for(&fake, "").await;
+    for seed in 0..5 {
+        let audio = audio(1_000 + seed);
+        let transcript = transcribe(&host, request(&audio)).await.expect("transcribed");
+        assert_eq!(transcript.text, transcript_text(&audio), "call {seed}");
+    }
+    assert_eq!(fake.calls(), 5);
+    assert_eq!(fake.connections(), 1, "each call after the first goes over the kept-alive connection");
+}
+
+#[tokio::test]
 async fn optional_fields_are_left_out_and_the_model_follows_job_then_setting() {
     let fake = FakeOpenAi::start(KEY).await;
     // The SDK's form of the base URL (with `/v1/`) works too.

@@ -200,6 +200,8 @@ async fn cancel(
     let (job, changed) = state.store.cancel_job(&user.id, &id, now_ms()).await.map_err(store_problem)?.ok_or_else(|| not_found(&id))?;
     if changed {
         state.metrics.job_finished(&job.spec.provider, "canceled", job.age_seconds(now_ms()));
+        // Room in the queue at once, not at the next count.
+        state.queue_limit.release();
     }
     match job.status {
         JobStatus::Canceled => Ok(Json(JobView::from(&job))),

@@ -4,8 +4,8 @@
 //!
 //! The count is read from the store at most every [`RECOUNT_EVERY`]; in
 //! between, each submit this instance lets through adds one to it, so one
-//! instance never lets more than the limit in. Jobs that finish in between
-//! are seen at the next count (the limit errs towards a 429, which carries
+//! instance never lets more than the limit in, and each job canceled here
+//! takes one off. Jobs that finish in between are seen at the next count (the limit errs towards a 429, which carries
 //! `Retry-After`); in a fleet, other instances' submits are seen at the
 //! next count too, so the fleet may pass the limit by what the others
 //! accept within one interval.
@@ -54,8 +54,8 @@ impl QueueLimit {
         Ok(Ok(()))
     }
 
-    /// Gives back a place [`QueueLimit::reserve`] took for a submit that
-    /// queued nothing.
+    /// Gives back a place: one [`QueueLimit::reserve`] took for a submit
+    /// that queued nothing, or a queued job's that was canceled.
     pub fn release(&self) {
         if let Some(seen) = self.seen.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
             seen.count = seen.count.saturating_sub(1);

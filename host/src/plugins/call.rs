@@ -87,7 +87,7 @@ impl Plugins {
     /// A fresh store for one call of `loaded`, with its caps and deadline.
     fn new_store(&self, loaded: &Loaded, deadline: Duration) -> Store<StoreState> {
         let limits = &loaded.limits;
-        let state = StoreState::new(loaded.identity.clone(), limits, deadline);
+        let state = StoreState::new(loaded.identity.clone(), limits, deadline, self.outbound.clone());
         let mut store = Store::new(self.engines.engine(loaded.world.kind()), state);
         store.limiter(|s| &mut s.memory);
         if let Some(fuel) = limits.fuel {

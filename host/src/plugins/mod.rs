@@ -18,6 +18,7 @@ mod call;
 mod engine;
 mod error;
 mod install;
+mod outbound;
 mod policy;
 mod registry;
 mod sandbox;
@@ -87,6 +88,8 @@ pub struct Plugins {
     config: Config,
     provider_slots: Semaphore,
     policy_slots: Semaphore,
+    /// The connections providers' requests go out over.
+    outbound: outbound::Outbound,
 }
 
 impl Plugins {
@@ -108,6 +111,7 @@ impl Plugins {
             config: config.clone(),
             provider_slots: Semaphore::new(Kind::Provider.limits().pool_instances as usize - 1),
             policy_slots: Semaphore::new(Kind::Policy.limits().pool_instances as usize - 1),
+            outbound: outbound::Outbound::new(),
         });
         for &(name, bytes) in builtin::all() {
             plugins

@@ -55,12 +55,12 @@ pub struct StoreState {
 impl StoreState {
     /// A fresh state granting nothing but what `grants` names: its hosts,
     /// its config, its read-only directory, under its memory cap.
-    pub fn new(identity: Identity, grants: &Resolved, deadline: std::time::Duration) -> Self {
+    pub(crate) fn new(identity: Identity, grants: &Resolved, deadline: std::time::Duration, client: super::outbound::Outbound) -> Self {
         Self {
             wasi: wasi_ctx(&identity, grants.read_only_dir.as_deref()),
             table: ResourceTable::new(),
             http: WasiHttpCtx::new(),
-            outbound: OutboundPolicy { allowed_hosts: grants.allowed_hosts.clone(), identity: identity.clone() },
+            outbound: OutboundPolicy { allowed_hosts: grants.allowed_hosts.clone(), identity: identity.clone(), client },
             memory: MemoryCap::new(grants.memory_mb),
             identity,
             config: grants.config.clone(),
@@ -168,6 +168,8 @@ pub(crate) fn truncate_utf8(s: &str, max: usize) -> &str {
 struct OutboundPolicy {
     allowed_hosts: Arc<[String]>,
     identity: Identity,
+    /// Where a granted request is sent.
+    client: super::outbound::Outbound,
 }
 
 impl OutboundPolicy {
@@ -189,25 +191,13 @@ pub(crate) fn grant_matches(grant: &str, host: &str, port: u16) -> bool {
     grant.trim_start_matches('[').trim_end_matches(']') == host
 }
 
-type SendFuture = Box<
-    dyn std::future::Future<
-            Output = Result<
-                (
-                    hyper::Response<wasmtime_wasi_http::WasiBody>,
-                    Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-                ),
-                wasmtime_wasi_http::Error,
-            >,
-        > + Send,
->;
-
 impl WasiHttpHooks for OutboundPolicy {
     fn send_request(
         &mut self,
         request: hyper::Request<wasmtime_wasi_http::WasiBody>,
         options: Option<wasmtime_wasi_http::RequestOptions>,
         fut: Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-    ) -> SendFuture {
+    ) -> super::outbound::SendFuture {
         if !self.allows(request.uri()) {
             tracing::warn!(
                 plugin = &*self.identity.plugin,
@@ -217,8 +207,10 @@ impl WasiHttpHooks for OutboundPolicy {
             );
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
-        let default: &mut dyn WasiHttpHooks = wasmtime_wasi_http::default_hooks();
-        default.send_request(request, options, fut)
+        // The guest learns of a failure from the response; nothing waits
+        // on the request body's own outcome.
+        drop(fut);
+        self.client.send(request, options)
     }
 }
 

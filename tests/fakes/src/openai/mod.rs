@@ -149,6 +149,9 @@ struct Shared {
     api_key: String,
     script: Mutex<Script>,
     calls: AtomicU64,
+    /// The client ends (address and port) calls came from: one per
+    /// connection.
+    peers: Mutex<std::collections::HashSet<SocketAddr>>,
     in_flight: AtomicU64,
     max_in_flight: AtomicU64,
     next_request_id: AtomicU64,
@@ -188,6 +191,7 @@ impl FakeOpenAi {
                 requests: Vec::new(),
             }),
             calls: AtomicU64::new(0),
+            peers: Mutex::default(),
             in_flight: AtomicU64::new(0),
             max_in_flight: AtomicU64::new(0),
             next_request_id: AtomicU64::new(1),
@@ -200,7 +204,7 @@ impl FakeOpenAi {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let server = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
+            if let Err(e) = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await {
                 tracing::error!("fake OpenAI server stopped: {e}");
             }
         });
@@ -245,6 +249,11 @@ impl FakeOpenAi {
     /// Requests received on the transcription endpoint so far.
     pub fn calls(&self) -> u64 {
         self.shared.calls.load(Ordering::SeqCst)
+    }
+
+    /// How many connections the calls so far came over.
+    pub fn connections(&self) -> usize {
+        self.shared.peers.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     /// The most requests that were in progress at once (from arrival to

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::multipart::{Multipart, MultipartRejection};
+use axum::extract::ConnectInfo;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -53,9 +54,15 @@ impl ApiError {
     }
 }
 
-pub(super) async fn transcriptions(State(shared): State<Arc<Shared>>, headers: HeaderMap, form: Result<Multipart, MultipartRejection>) -> Response {
+pub(super) async fn transcriptions(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    form: Result<Multipart, MultipartRejection>,
+) -> Response {
     let arrived = Instant::now();
     shared.calls.fetch_add(1, Ordering::SeqCst);
+    shared.peers.lock().unwrap_or_else(|e| e.into_inner()).insert(peer);
     let _in_flight = InFlight::enter(&shared);
     shared.script().arrivals.push(arrived);
 

@@ -152,6 +152,39 @@ async fn a_burst_holds_the_limits_serves_every_user_early_and_finishes_every_job
     engine.stop.notify_one();
 }
 
+/// With a burst allowance, the scheduler claims as many jobs at once as
+/// slots and tokens allow (one commit for them all): the cap, fairness and
+/// one call per job hold all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_claimed_together_keep_the_cap_and_fairness() {
+    let engine = engine(&[
+        ("MAX_CONCURRENT_TRANSCRIPTIONS", "6"),
+        ("TRANSCRIPTION_RATE_LIMIT_PER_MINUTE", "60000"),
+        ("TRANSCRIPTION_RATE_LIMIT_BURST", "1000"),
+    ])
+    .await;
+    engine.fake.set_latency(Duration::from_millis(50));
+    let ids = engine.submit_burst(5, 12).await;
+    engine.wait_all_terminal(&ids, Duration::from_secs(60)).await;
+
+    let mut firsts = Vec::new();
+    let mut starts = Vec::new();
+    for jobs in ids.values() {
+        for id in jobs {
+            let job = engine.store.job_by_id(id).await.unwrap().unwrap();
+            assert_eq!((job.status, job.attempts), (JobStatus::Succeeded, 1), "{id}");
+            starts.push(job.started_at_ms.unwrap());
+        }
+        firsts.push(engine.store.job_by_id(&jobs[0]).await.unwrap().unwrap().started_at_ms.unwrap());
+    }
+    assert_eq!(engine.fake.calls(), 60, "each job called the provider once");
+    let peak = engine.fake.max_in_flight();
+    assert!((2..=6).contains(&peak), "calls ran side by side, within the cap of 6: {peak}");
+    starts.sort();
+    assert!(firsts.iter().all(|t| *t <= starts[4]), "every user's first job is among the first 5 dispatches");
+    engine.stop.notify_one();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_pauses_the_provider_until_its_retry_after_and_the_job_is_retried() {
     // One call at a time, so every call after the 429 is a new one.

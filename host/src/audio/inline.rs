@@ -18,11 +18,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use futures_util::stream::{self, BoxStream};
 use futures_util::StreamExt;
-use sqlx::sqlite::SqlitePool;
 
 use super::upload::{read_upload, UploadSink};
 use super::{check_sha256, AudioError, AudioStore, LocalAudioStore, StoredAudio};
 use crate::store::group_commit::Writer;
+use crate::store::read_pool::ReadPool;
 use crate::store::SqliteStore;
 
 /// How many bytes of recently stored rows are kept in memory too, so the
@@ -31,7 +31,7 @@ pub const RECENT_AUDIO_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Audio up to a size in the SQLite database, larger audio in files.
 pub struct InlineAudioStore {
-    reads: SqlitePool,
+    reads: ReadPool,
     writer: Writer,
     files: LocalAudioStore,
     inline_max: u64,
@@ -130,7 +130,7 @@ impl AudioStore for InlineAudioStore {
         }
         let row: Option<Vec<u8>> = sqlx::query_scalar("SELECT data FROM audio_inline WHERE sha256 = ?1")
             .bind(sha256)
-            .fetch_optional(&self.reads)
+            .fetch_optional(&mut *self.reads.acquire().await?.0)
             .await?;
         match row {
             Some(data) => Ok(data),
@@ -148,7 +148,7 @@ impl AudioStore for InlineAudioStore {
         check_sha256(sha256)?;
         let row: Option<i64> = sqlx::query_scalar("SELECT 1 FROM audio_inline WHERE sha256 = ?1")
             .bind(sha256)
-            .fetch_optional(&self.reads)
+            .fetch_optional(&mut *self.reads.acquire().await?.0)
             .await?;
         Ok(row.is_some() || self.files.exists(sha256).await?)
     }
@@ -156,7 +156,7 @@ impl AudioStore for InlineAudioStore {
     async fn stored_before(&self, before: SystemTime) -> Result<Vec<String>, AudioError> {
         let mut hashes: Vec<String> = sqlx::query_scalar("SELECT sha256 FROM audio_inline WHERE stored_at < ?1")
             .bind(ms_since_epoch(before))
-            .fetch_all(&self.reads)
+            .fetch_all(&mut *self.reads.acquire().await?.0)
             .await?;
         hashes.extend(self.files.stored_before(before).await?);
         Ok(hashes)

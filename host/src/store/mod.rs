@@ -9,6 +9,7 @@
 
 pub mod group_commit;
 mod postgres;
+pub mod read_pool;
 mod rows;
 mod sqlite;
 mod types;

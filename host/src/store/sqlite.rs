@@ -5,20 +5,19 @@ use std::str::FromStr;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use sqlx::pool::PoolConnection;
-use sqlx::Sqlite;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteRow, SqliteSynchronous};
 use sqlx::ConnectOptions;
 
 use super::group_commit::Writer;
+use super::read_pool::{ReadConnection, ReadPool};
 use super::{AcquireObserver, Head, Inserted, Job, JobStatus, LeaseEnd, NewJob, OpenJobs, PoolUsage, Store, StoreError, StoreResult, User};
 use super::rows::{head_from_row, job_from_row, open_jobs_from_row, priority_to_int, user_from_row, user_jobs_from_row, JOB_COLUMNS};
 
 /// Jobs and users in one SQLite file.
 pub struct SqliteStore {
     /// Reads (WAL lets them run beside the writer).
-    pool: SqlitePool,
+    pool: ReadPool,
     /// Every write, group-committed.
     writer: Writer,
     /// Told how long each read waited for a pooled connection.
@@ -36,22 +35,16 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(timeout);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(pool_size)
-            .acquire_timeout(timeout)
-            // A connection to a local file does not go stale; pinging it at
-            // every acquire cost a round trip to its worker thread per read.
-            .test_before_acquire(false)
-            .connect_with(options.clone())
-            .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        let writer = Writer::start(options.connect().await?);
+        let mut connection = options.connect().await?;
+        sqlx::migrate!("./migrations/sqlite").run(&mut connection).await?;
+        let writer = Writer::start(connection);
+        let pool = ReadPool::new(options, pool_size, timeout);
         Ok(Self { pool, writer, acquire_observer: OnceLock::new() })
     }
 
-    /// The pool reads go through, for tables other modules keep in this
-    /// database (small audio: [`crate::audio::InlineAudioStore`]).
-    pub fn read_pool(&self) -> &SqlitePool {
+    /// The connections reads go through, for tables other modules keep in
+    /// this database (small audio: [`crate::audio::InlineAudioStore`]).
+    pub fn read_pool(&self) -> &ReadPool {
         &self.pool
     }
 
@@ -61,11 +54,10 @@ impl SqliteStore {
     }
 
     /// A pooled connection, its wait reported to the acquire observer.
-    async fn connection(&self) -> StoreResult<PoolConnection<Sqlite>> {
-        let started = std::time::Instant::now();
-        let connection = self.pool.acquire().await?;
+    async fn connection(&self) -> StoreResult<ReadConnection> {
+        let (connection, waited) = self.pool.acquire().await?;
         if let Some(observe) = self.acquire_observer.get() {
-            observe(started.elapsed());
+            observe(waited);
         }
         Ok(connection)
     }
@@ -296,8 +288,7 @@ impl Store for SqliteStore {
     }
 
     fn pool_usage(&self) -> PoolUsage {
-        let (size, idle) = (self.pool.size(), self.pool.num_idle() as u32);
-        PoolUsage { in_use: size.saturating_sub(idle), idle, max: self.pool.options().get_max_connections() }
+        self.pool.usage()
     }
 
     async fn audio_in_use(&self, sha256: &str, finished_since_ms: i64) -> StoreResult<bool> {

@@ -55,6 +55,7 @@ on_both_backends!(
     heads_offer_each_users_best_ready_job_with_their_counts,
     only_the_owner_sees_and_cancels_and_only_a_queued_job_is_canceled,
     racing_workers_claim_every_job_exactly_once,
+    claims_made_together_take_only_ready_queued_jobs_each_for_its_owner,
 );
 
 fn spec(priority: Priority) -> JobSpec {
@@ -267,4 +268,29 @@ async fn racing_workers_claim_every_job_exactly_once(store: Arc<dyn Store>) {
         }
     }
     assert_eq!(seen.len(), 200);
+}
+
+async fn claims_made_together_take_only_ready_queued_jobs_each_for_its_owner(store: Arc<dyn Store>) {
+    let [ann] = users(&*store, &["ann"]).await.try_into().unwrap();
+    for id in ["a", "b", "c", "d"] {
+        submit(&*store, id, &ann, Priority::Normal, 10).await;
+    }
+    store.claim("b", "other#0", 11, 100).await.unwrap().expect("b claimed alone first");
+    assert!(store.retry_later("b", "other#0", 1_000, &oops()).await.unwrap(), "b waits until 1000");
+    store.claim("c", "other#1", 11, 100).await.unwrap().expect("c running elsewhere");
+    let wanted: Vec<(String, String)> =
+        [("a", "me#1"), ("b", "me#2"), ("c", "me#3"), ("d", "me#4"), ("none", "me#5")].iter().map(|(j, o)| (j.to_string(), o.to_string())).collect();
+    let mut claimed = store.claim_many(&wanted, 20, 500).await.unwrap();
+    claimed.sort_by(|x, y| x.id.cmp(&y.id));
+    let seen: Vec<(&str, JobStatus, Option<&str>, Option<i64>, u32)> =
+        claimed.iter().map(|j| (j.id.as_str(), j.status, j.lease_owner.as_deref(), j.lease_until_ms, j.attempts)).collect();
+    assert_eq!(
+        seen,
+        [("a", JobStatus::Running, Some("me#1"), Some(500), 1), ("d", JobStatus::Running, Some("me#4"), Some(500), 1)],
+        "b is not due yet, c is someone else's, none does not exist"
+    );
+    assert!(store.claim_many(&wanted, 21, 500).await.unwrap().is_empty(), "nothing is claimed twice");
+    assert!(store.claim_many(&[], 21, 500).await.unwrap().is_empty());
+    assert!(store.succeed("a", "me#1", "{}", 30).await.unwrap(), "each job's owner is its own");
+    assert!(!store.succeed("d", "me#1", "{}", 30).await.unwrap());
 }

@@ -109,6 +109,13 @@ impl Admission for FleetAdmission {
         Ok(free.min(1))
     }
 
+    async fn claim_together(&self, provider: &str, limits: ProviderLimits, jobs: &[(&str, Lease<'_>)]) -> StoreResult<Vec<Admit>> {
+        if !limits.fleet_wide {
+            return self.local.claim_together(provider, limits, jobs).await;
+        }
+        super::claim_each(self, provider, limits, jobs).await
+    }
+
     async fn claim(&self, provider: &str, limits: ProviderLimits, job_id: &str, lease: Lease<'_>) -> StoreResult<Admit> {
         if !limits.fleet_wide {
             return self.local.claim(provider, limits, job_id, lease).await;

@@ -8,15 +8,16 @@
 //! here, so a token seen ready before the claim is still there after it,
 //! unless a 429 paused the provider since.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::{Admission, Admit, Admitted, Lease, ProviderLimits, Token};
-use crate::gate::{ConcurrencyGate, LocalGate};
+use crate::gate::{ConcurrencyGate, LocalGate, Slot};
 use crate::limiter::{LocalRateLimiter, RateLimiter};
-use crate::store::{Store, StoreResult};
+use crate::store::{Job, Store, StoreResult};
 
 /// Slots and tokens in this process; jobs claimed in `store`.
 pub struct LocalAdmission {
@@ -56,6 +57,40 @@ impl Admission for LocalAdmission {
             Err(at) => Token::DueAt(at),
         };
         Ok(Admit::Admitted(Admitted { job, slot, token }))
+    }
+
+    /// Takes a slot for each job a token is ready for, then claims those
+    /// in one store call; the rest are told to wait for a token, or that
+    /// the slots are full.
+    async fn claim_together(&self, provider: &str, limits: ProviderLimits, jobs: &[(&str, Lease<'_>)]) -> StoreResult<Vec<Admit>> {
+        let ready = self.limiter.ready_count(provider, limits.rate, Instant::now(), jobs.len() as u32) as usize;
+        let slots: Vec<Slot> =
+            (0..ready).map_while(|_| self.gate.try_acquire(provider, limits.max_concurrent)).collect();
+        // Why the jobs past the slots taken cannot start: no token yet, or
+        // no slot.
+        let no_token = if slots.len() == ready { self.limiter.ready(provider, limits.rate, Instant::now()).err() } else { None };
+        let wanted: Vec<(String, String)> =
+            jobs.iter().take(slots.len()).map(|(id, lease)| (id.to_string(), lease.owner.to_string())).collect();
+        let until_ms = jobs.first().map_or(0, |(_, lease)| lease.until_ms);
+        let mut claimed: HashMap<String, Job> =
+            self.store.claim_many(&wanted, crate::clock::now_ms(), until_ms).await?.into_iter().map(|j| (j.id.clone(), j)).collect();
+        let mut answers: Vec<Admit> = Vec::with_capacity(jobs.len());
+        for ((job_id, _), slot) in jobs.iter().zip(slots) {
+            answers.push(match claimed.remove(*job_id) {
+                Some(job) => {
+                    let token = match self.limiter.try_take(provider, limits.rate, Instant::now()) {
+                        Ok(()) => Token::Held,
+                        Err(at) => Token::DueAt(at),
+                    };
+                    Admit::Admitted(Admitted { job, slot, token })
+                }
+                None => Admit::Taken,
+            });
+        }
+        while answers.len() < jobs.len() {
+            answers.push(no_token.map_or(Admit::Full, Admit::Wait));
+        }
+        Ok(answers)
     }
 
     async fn take_token(&self, provider: &str, limits: ProviderLimits, token: Token) {

@@ -116,6 +116,12 @@ pub trait Admission: Send + Sync {
     /// Claims `job_id` for `lease` if a slot and a token of `provider` are
     /// free, taking both; otherwise claims nothing and says why.
     async fn claim(&self, provider: &str, limits: ProviderLimits, job_id: &str, lease: Lease<'_>) -> StoreResult<Admit>;
+    /// Claims each of `jobs` (in order) as [`Admission::claim`] would; the
+    /// answers in the same order. Claims made together may share their
+    /// store writes (see [`Admission::startable_together`]).
+    async fn claim_together(&self, provider: &str, limits: ProviderLimits, jobs: &[(&str, Lease<'_>)]) -> StoreResult<Vec<Admit>> {
+        claim_each(self, provider, limits, jobs).await
+    }
     /// Returns once the job holds its `token` (see [`Token`]), waiting for
     /// one if it must. A database error is logged and retried: a call
     /// never starts without its token.
@@ -130,4 +136,18 @@ pub trait Admission: Send + Sync {
     async fn is_held(&self, provider: &str, limits: ProviderLimits) -> StoreResult<bool>;
     /// Calls of `provider` this instance has in flight.
     fn in_flight(&self, provider: &str) -> u32;
+}
+
+/// [`Admission::claim_together`] one claim after another.
+pub(crate) async fn claim_each<A: Admission + ?Sized>(
+    admission: &A,
+    provider: &str,
+    limits: ProviderLimits,
+    jobs: &[(&str, Lease<'_>)],
+) -> StoreResult<Vec<Admit>> {
+    let mut answers = Vec::with_capacity(jobs.len());
+    for (job_id, lease) in jobs {
+        answers.push(admission.claim(provider, limits, job_id, *lease).await?);
+    }
+    Ok(answers)
 }

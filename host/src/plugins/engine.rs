@@ -122,12 +122,16 @@ impl Engines {
             kind.label(),
             engine_fingerprint(engine)
         ));
-        if path.exists() {
+        // Read into memory, not mapped from the file: a mapped artifact
+        // backs the instances' memory images too, so a cache file changed
+        // in place under a running host (damaged, or cleaned by hand)
+        // would crash it with SIGBUS when a pooled slot is reset.
+        if let Ok(cached) = std::fs::read(&path) {
             // SAFETY: the cache directory is written only by this function,
             // with artifacts produced by `precompile_component` on an engine
             // with the same fingerprint (version and settings). It must be
             // as trusted as the binary itself: it holds native code.
-            match unsafe { Component::deserialize_file(engine, &path) } {
+            match unsafe { Component::deserialize(engine, &cached) } {
                 Ok(component) => return Ok(component),
                 Err(e) => tracing::warn!(path = %path.display(), "discarding unusable compiled plugin: {e}"),
             }

@@ -204,8 +204,8 @@ impl Scheduler {
 
     /// Picks up to `count` jobs from the lines as the priority policy
     /// ranks them (each pick counted as dispatched before the next), then
-    /// claims them all at once, so their store writes share a commit
-    /// instead of taking one commit each in turn. Admission said a token
+    /// claims them all at once ([`Admission::claim_together`]: one store
+    /// write instead of one commit each in turn). Admission said a token
     /// is there for each; one it refuses after all (a 429 paused the
     /// provider meanwhile) stays queued. Returns when to look again: at
     /// once if someone else took a pick (a slot is still free), or when
@@ -227,10 +227,16 @@ impl Scheduler {
             }
             lines.prune();
         }
-        let claims = picks.iter().map(|head| self.claim_when_due(provider, limits, &head.job_id));
+        let lease_until = crate::clock::now_ms() + (self.parts.config.lease_seconds * 1000) as i64;
+        let owners: Vec<String> = picks.iter().map(|_| self.next_owner()).collect();
+        let jobs: Vec<(&str, Lease<'_>)> = picks
+            .iter()
+            .zip(&owners)
+            .map(|(head, owner)| (head.job_id.as_str(), Lease { owner, until_ms: lease_until }))
+            .collect();
         let mut next = None;
-        for admit in futures_util::future::join_all(claims).await {
-            match admit? {
+        for admit in self.parts.admission.claim_together(provider, limits, &jobs).await? {
+            match admit {
                 Admit::Admitted(admitted) => {
                     let this = self.clone();
                     self.workers.spawn(async move { this.execute(admitted).await });
@@ -250,6 +256,13 @@ impl Scheduler {
             return vec![0];
         }
         self.parts.plugins.rank(candidates).await
+    }
+
+    /// The lease owner of the next claim: this instance's name and the
+    /// claim's number.
+    fn next_owner(&self) -> String {
+        let claim = self.claims.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("{}#{claim}", self.parts.owner)
     }
 
     /// Notes that a job of `user` was just dispatched, for fairness.
@@ -301,8 +314,7 @@ impl Scheduler {
     ) -> Result<Admit, StoreError> {
         loop {
             let lease_until = crate::clock::now_ms() + (self.parts.config.lease_seconds * 1000) as i64;
-            let claim = self.claims.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let owner = format!("{}#{claim}", self.parts.owner);
+            let owner = self.next_owner();
             let lease = Lease { owner: &owner, until_ms: lease_until };
             match self.parts.admission.claim(provider, limits, job_id, lease).await? {
                 Admit::Wait(at) if at <= Instant::now() + WAIT_IN_PLACE => tokio::time::sleep_until(at).await,

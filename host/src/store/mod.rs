@@ -119,6 +119,17 @@ pub trait Store: Send + Sync {
     /// Claims a ready queued job for `owner` until `lease_until_ms`,
     /// counting an attempt. `None` if someone else got it first.
     async fn claim(&self, job_id: &str, owner: &str, now_ms: i64, lease_until_ms: i64) -> StoreResult<Option<Job>>;
+    /// Claims each of `claims` (a job id and its lease owner) as
+    /// [`Store::claim`] would, until `lease_until_ms`; the jobs claimed, in
+    /// no particular order (the others someone else got first). A backend
+    /// may claim them all in one statement.
+    async fn claim_many(&self, claims: &[(String, String)], now_ms: i64, lease_until_ms: i64) -> StoreResult<Vec<Job>> {
+        let mut claimed = Vec::with_capacity(claims.len());
+        for (job_id, owner) in claims {
+            claimed.extend(self.claim(job_id, owner, now_ms, lease_until_ms).await?);
+        }
+        Ok(claimed)
+    }
     /// Extends `owner`'s lease; false if the lease was lost.
     async fn renew_lease(&self, job_id: &str, owner: &str, lease_until_ms: i64) -> StoreResult<bool>;
     /// Ends `owner`'s lease on a running job, moving it to `status` with

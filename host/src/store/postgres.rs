@@ -152,36 +152,37 @@ impl Store for PostgresStore {
 
     async fn insert_job(&self, job: NewJob) -> StoreResult<Inserted> {
         let spec = &job.spec;
-        let done = sqlx::query(
+        let sql = format!(
             "INSERT INTO jobs (id, user_id, status, provider, priority, audio_sha256, audio_format, audio_bytes, \
              language, prompt, temperature, model, response_format, attempts, run_at, created_at, idempotency_key, \
              cache_key, transcript, started_at, finished_at) \
              VALUES ($1, $2, CASE WHEN $16::text IS NULL THEN 'queued' ELSE 'succeeded' END, $3, $4, $5, $6, $7, $8, $9, \
              $10, $11, $12, 0, $13, $13, $14, $15, $16, CASE WHEN $16::text IS NULL THEN NULL ELSE $13::bigint END, \
              CASE WHEN $16::text IS NULL THEN NULL ELSE $13::bigint END) \
-             ON CONFLICT (user_id, idempotency_key) DO NOTHING",
-        )
-        .bind(&job.id)
-        .bind(&job.user_id)
-        .bind(&spec.provider)
-        .bind(priority_to_int(spec.priority))
-        .bind(&spec.audio_sha256)
-        .bind(&spec.audio_format)
-        .bind(spec.audio_bytes as i64)
-        .bind(&spec.language)
-        .bind(&spec.prompt)
-        .bind(spec.temperature.map(f64::from))
-        .bind(&spec.model)
-        .bind(&spec.response_format)
-        .bind(job.now_ms)
-        .bind(&job.idempotency_key)
-        .bind(&job.cache_key)
-        .bind(&job.cached_transcript)
-        .execute(&mut *self.connection().await?)
-        .await?;
-        if done.rows_affected() == 1 {
-            let created = self.job_by_id(&job.id).await?.ok_or_else(|| StoreError::Corrupt("inserted job vanished".into()))?;
-            return Ok(Inserted::Created(created));
+             ON CONFLICT (user_id, idempotency_key) DO NOTHING RETURNING {JOB_COLUMNS}"
+        );
+        // The new row comes back from the insert itself: no read after it.
+        let inserted = sqlx::query(&sql)
+            .bind(&job.id)
+            .bind(&job.user_id)
+            .bind(&spec.provider)
+            .bind(priority_to_int(spec.priority))
+            .bind(&spec.audio_sha256)
+            .bind(&spec.audio_format)
+            .bind(spec.audio_bytes as i64)
+            .bind(&spec.language)
+            .bind(&spec.prompt)
+            .bind(spec.temperature.map(f64::from))
+            .bind(&spec.model)
+            .bind(&spec.response_format)
+            .bind(job.now_ms)
+            .bind(&job.idempotency_key)
+            .bind(&job.cache_key)
+            .bind(&job.cached_transcript)
+            .fetch_optional(&mut *self.connection().await?)
+            .await?;
+        if let Some(row) = inserted {
+            return Ok(Inserted::Created(job_from_row(&row)?));
         }
         let key = job.idempotency_key.as_deref().unwrap_or_default();
         let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE user_id = $1 AND idempotency_key = $2");

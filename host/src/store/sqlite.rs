@@ -187,15 +187,16 @@ impl Store for SqliteStore {
 
     async fn insert_job(&self, job: NewJob) -> StoreResult<Inserted> {
         let spec = &job.spec;
+        // The new row comes back from the insert itself: no read after it.
         let inserted = self
-            .write(
-                "INSERT INTO jobs (id, user_id, status, provider, priority, audio_sha256, audio_format, audio_bytes, \
+            .write_returning(
+                format!("INSERT INTO jobs (id, user_id, status, provider, priority, audio_sha256, audio_format, audio_bytes, \
                  language, prompt, temperature, model, response_format, attempts, run_at, created_at, idempotency_key, \
                  cache_key, transcript, started_at, finished_at) \
                  VALUES (?1, ?2, CASE WHEN ?16 IS NULL THEN 'queued' ELSE 'succeeded' END, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, \
                  ?11, ?12, 0, ?13, ?13, ?14, ?15, ?16, CASE WHEN ?16 IS NULL THEN NULL ELSE ?13 END, \
                  CASE WHEN ?16 IS NULL THEN NULL ELSE ?13 END) \
-                 ON CONFLICT (user_id, idempotency_key) DO NOTHING",
+                 ON CONFLICT (user_id, idempotency_key) DO NOTHING RETURNING {JOB_COLUMNS}"),
                 vec![
                     job.id.as_str().into(),
                     job.user_id.as_str().into(),
@@ -216,9 +217,8 @@ impl Store for SqliteStore {
                 ],
             )
             .await?;
-        if inserted == 1 {
-            let created = self.job_by_id(&job.id).await?.ok_or_else(|| StoreError::Corrupt("inserted job vanished".into()))?;
-            return Ok(Inserted::Created(created));
+        if let Some(row) = inserted {
+            return Ok(Inserted::Created(job_from_row(&row)?));
         }
         let key = job.idempotency_key.as_deref().unwrap_or_default();
         let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE user_id = ?1 AND idempotency_key = ?2");

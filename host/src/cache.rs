@@ -5,8 +5,7 @@
 //! prompt, temperature); the response format is not part of the key, since
 //! every format is rendered from the one transcript. A submit whose key is
 //! known finishes at once (from memory, or after a restart or an eviction
-//! from the store: any succeeded job with that key, which the job's insert
-//! looks up in the same statement). A worker gets its
+//! from the store: any succeeded job with that key). A worker gets its
 //! transcript through [`TranscriptCache::get_or_call`], which lets one call
 //! per key run at a time: jobs with the same key that run together wait
 //! for that call and share its outcome, so simultaneous twins cost one
@@ -68,17 +67,17 @@ impl TranscriptCache {
         Self { memory, store, metrics }
     }
 
-    /// At submit: the transcript for `key` if memory has it. (The store's
-    /// transcripts are looked up by the job's insert itself, in the same
-    /// statement: [`crate::store::NewJob::cached_transcript`].)
-    pub async fn remembered(&self, key: &str) -> Option<Arc<String>> {
-        self.memory.get(key).await
-    }
-
-    /// Counts a submit that finished from a known transcript (the job will
-    /// not run).
-    pub fn count_hit(&self) {
-        self.metrics.cache_hits.inc();
+    /// At submit: the transcript for `key`, if one is known; counted as a
+    /// hit when found (the job will not run).
+    pub async fn lookup(&self, key: &str) -> Result<Option<Arc<String>>, StoreError> {
+        let found = match self.memory.get(key).await {
+            Some(transcript) => Some(transcript),
+            None => self.from_store(key).await?,
+        };
+        if found.is_some() {
+            self.metrics.cache_hits.inc();
+        }
+        Ok(found)
     }
 
     /// In a worker: the transcript for `key`, from the cache or the store,

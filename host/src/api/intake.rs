@@ -187,7 +187,7 @@ async fn insert(
         response_format: options.response_format,
     };
     let cache_key = crate::cache::key(&spec);
-    let cached = state.cache.remembered(&cache_key).await;
+    let cached = state.cache.lookup(&cache_key).await.map_err(store_problem)?;
     let job = NewJob {
         id: uuid::Uuid::now_v7().to_string(),
         user_id,
@@ -203,10 +203,7 @@ async fn insert(
         state.activity.submitted(&job.user_id);
         match job.status {
             JobStatus::Queued => state.wake.wake(),
-            _ => {
-                state.cache.count_hit();
-                state.metrics.job_finished(&job.spec.provider, job.status.as_str(), 0.0)
-            }
+            _ => state.metrics.job_finished(&job.spec.provider, job.status.as_str(), 0.0),
         }
     }
     Ok(inserted)

@@ -193,11 +193,10 @@ impl Store for SqliteStore {
                 format!("INSERT INTO jobs (id, user_id, status, provider, priority, audio_sha256, audio_format, audio_bytes, \
                  language, prompt, temperature, model, response_format, attempts, run_at, created_at, idempotency_key, \
                  cache_key, transcript, started_at, finished_at) \
-                 SELECT ?1, ?2, CASE WHEN known.t IS NULL THEN 'queued' ELSE 'succeeded' END, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, \
-                 ?11, ?12, 0, ?13, ?13, ?14, ?15, known.t, CASE WHEN known.t IS NULL THEN NULL ELSE ?13 END, \
-                 CASE WHEN known.t IS NULL THEN NULL ELSE ?13 END \
-                 FROM (SELECT COALESCE(?16, (SELECT transcript FROM jobs WHERE cache_key = ?15 AND status = 'succeeded' LIMIT 1)) AS t) AS known \
-                 WHERE true ON CONFLICT (user_id, idempotency_key) DO NOTHING RETURNING {JOB_COLUMNS}"),
+                 VALUES (?1, ?2, CASE WHEN ?16 IS NULL THEN 'queued' ELSE 'succeeded' END, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, \
+                 ?11, ?12, 0, ?13, ?13, ?14, ?15, ?16, CASE WHEN ?16 IS NULL THEN NULL ELSE ?13 END, \
+                 CASE WHEN ?16 IS NULL THEN NULL ELSE ?13 END) \
+                 ON CONFLICT (user_id, idempotency_key) DO NOTHING RETURNING {JOB_COLUMNS}"),
                 vec![
                     job.id.as_str().into(),
                     job.user_id.as_str().into(),

@@ -161,9 +161,7 @@ pub struct NewJob {
     /// The transcript cache key (see `crate::cache`).
     pub cache_key: String,
     /// A cached transcript (JSON) for this key: the job is inserted already
-    /// succeeded, with this transcript, and never runs. When `None`, the
-    /// insert itself looks for a succeeded job with the same `cache_key`
-    /// and, finding one, inserts the job succeeded with its transcript.
+    /// succeeded, with this transcript, and never runs.
     pub cached_transcript: Option<String>,
 }
 

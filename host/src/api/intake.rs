@@ -157,23 +157,6 @@ pub(super) async fn enqueue(
         )
         .with_header(header::RETRY_AFTER, "5"));
     }
-    let inserted = insert(state, user_id, options, audio, idempotency_key).await;
-    if !matches!(inserted, Ok(Inserted::Created(ref job)) if job.status == JobStatus::Queued) {
-        state.queue_limit.release();
-    }
-    inserted
-}
-
-/// Looks the transcript up in the cache and inserts the job (already
-/// succeeded on a hit); the scheduler is woken for a new queued job.
-async fn insert(
-    state: &AppState,
-    user_id: String,
-    options: Options,
-    audio: StoredAudio,
-    idempotency_key: Option<String>,
-) -> Result<Inserted, Problem> {
-    let extension = audio.format.extension();
     let spec = JobSpec {
         provider: options.provider,
         priority: options.priority,
@@ -186,6 +169,16 @@ async fn insert(
         model: options.model,
         response_format: options.response_format,
     };
+    let inserted = insert(state, user_id, spec, idempotency_key).await;
+    if !matches!(inserted, Ok(Inserted::Created(ref job)) if job.status == JobStatus::Queued) {
+        state.queue_limit.release();
+    }
+    inserted
+}
+
+/// Looks the transcript up in the cache and inserts the job (already
+/// succeeded on a hit); the scheduler is woken for a new queued job.
+async fn insert(state: &AppState, user_id: String, spec: JobSpec, idempotency_key: Option<String>) -> Result<Inserted, Problem> {
     let cache_key = crate::cache::key(&spec);
     let cached = state.cache.lookup(&cache_key).await.map_err(store_problem)?;
     let job = NewJob {

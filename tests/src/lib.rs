@@ -74,6 +74,14 @@ impl TestHost {
     }
 }
 
+/// `bytes` as an upload arriving in `piece`-byte parts (what an audio
+/// store's `put` reads).
+pub fn upload(bytes: &[u8], piece: usize) -> futures_util::stream::BoxStream<'static, Result<bytes::Bytes, std::io::Error>> {
+    use futures_util::StreamExt;
+    let parts: Vec<_> = bytes.chunks(piece.max(1)).map(|c| Ok(bytes::Bytes::copy_from_slice(c))).collect();
+    futures_util::stream::iter(parts).boxed()
+}
+
 /// A config whose data directory is `dir`, with `config_toml` as its file.
 pub fn test_config(dir: &Path, config_toml: &str, env: &[(&str, &str)]) -> Config {
     let file = dir.join("scribe.toml");

@@ -5,9 +5,6 @@
 
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
-use futures_util::stream::BoxStream;
-use futures_util::StreamExt;
 use reqwest::StatusCode;
 use scribe_host::audio::{AudioError, AudioStore, BucketAudioStore};
 use scribe_host::store::JobStatus;
@@ -15,12 +12,7 @@ use scribe_tests::fake_openai::FakeOpenAi;
 use scribe_tests::fleet::Fleet;
 use scribe_tests::moto::S3Server;
 use scribe_tests::postgres::TestDatabase;
-use scribe_tests::wav;
-
-fn upload(bytes: &[u8], piece: usize) -> BoxStream<'static, Result<Bytes, std::io::Error>> {
-    let parts: Vec<_> = bytes.chunks(piece).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
-    futures_util::stream::iter(parts).boxed()
-}
+use scribe_tests::{upload, wav};
 
 fn bucket_store(server: &S3Server, prefix: &str) -> BucketAudioStore {
     BucketAudioStore::from_url(&format!("s3://{}/{prefix}", server.bucket), &server.options()).expect("the bucket store")

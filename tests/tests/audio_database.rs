@@ -6,12 +6,11 @@
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use scribe_host::audio::{AudioError, AudioStore, DatabaseAudioStore, CHUNK_BYTES};
 use scribe_host::store::PostgresStore;
 use scribe_tests::postgres::TestDatabase;
-use scribe_tests::wav;
+use scribe_tests::{upload, wav};
 
 struct Rig {
     audio: DatabaseAudioStore,
@@ -32,11 +31,6 @@ impl Rig {
     }
 }
 
-/// `bytes` as an upload arriving in `piece`-byte parts.
-fn upload(bytes: &[u8], piece: usize) -> BoxStream<'static, Result<Bytes, std::io::Error>> {
-    let parts: Vec<_> = bytes.chunks(piece).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
-    futures_util::stream::iter(parts).boxed()
-}
 
 #[tokio::test]
 async fn audio_over_several_chunks_comes_back_whole_and_is_stored_once() {

@@ -6,13 +6,10 @@
 
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
-use futures_util::stream::BoxStream;
-use futures_util::StreamExt;
 use reqwest::StatusCode;
 use scribe_host::audio::{AudioError, AudioStore, InlineAudioStore, LocalAudioStore};
 use scribe_host::store::SqliteStore;
-use scribe_tests::{test_config, wav};
+use scribe_tests::{test_config, upload, wav};
 
 /// The largest upload kept as a row in these tests.
 const INLINE_MAX: u64 = 4_096;
@@ -45,11 +42,6 @@ impl Rig {
     }
 }
 
-/// `bytes` as an upload arriving in `piece`-byte parts.
-fn upload(bytes: &[u8], piece: usize) -> BoxStream<'static, Result<Bytes, std::io::Error>> {
-    let parts: Vec<_> = bytes.chunks(piece).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
-    futures_util::stream::iter(parts).boxed()
-}
 
 #[tokio::test]
 async fn small_audio_is_a_row_and_large_audio_a_file_and_both_read_back_whole() {

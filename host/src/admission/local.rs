@@ -43,20 +43,10 @@ impl Admission for LocalAdmission {
         Ok(self.limiter.ready_count(provider, limits.rate, Instant::now(), free))
     }
 
+    /// A claim of one (see [`Admission::claim_together`]).
     async fn claim(&self, provider: &str, limits: ProviderLimits, job_id: &str, lease: Lease<'_>) -> StoreResult<Admit> {
-        if let Err(at) = self.limiter.ready(provider, limits.rate, Instant::now()) {
-            return Ok(Admit::Wait(at));
-        }
-        let Some(slot) = self.gate.try_acquire(provider, limits.max_concurrent) else { return Ok(Admit::Full) };
-        let now_ms = crate::clock::now_ms();
-        let Some(job) = self.store.claim(job_id, lease.owner, now_ms, lease.until_ms).await? else {
-            return Ok(Admit::Taken);
-        };
-        let token = match self.limiter.try_take(provider, limits.rate, Instant::now()) {
-            Ok(()) => Token::Held,
-            Err(at) => Token::DueAt(at),
-        };
-        Ok(Admit::Admitted(Admitted { job, slot, token }))
+        let mut answers = self.claim_together(provider, limits, &[(job_id, lease)]).await?;
+        Ok(answers.pop().expect("one answer per job"))
     }
 
     /// Takes a slot for each job a token is ready for, then claims those
@@ -78,6 +68,8 @@ impl Admission for LocalAdmission {
         for ((job_id, _), slot) in jobs.iter().zip(slots) {
             answers.push(match claimed.remove(*job_id) {
                 Some(job) => {
+                    // Taken now that the job is claimed; only a 429 pause
+                    // since the count above leaves it to be waited for.
                     let token = match self.limiter.try_take(provider, limits.rate, Instant::now()) {
                         Ok(()) => Token::Held,
                         Err(at) => Token::DueAt(at),

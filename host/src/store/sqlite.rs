@@ -358,15 +358,9 @@ impl Store for SqliteStore {
         Ok(next)
     }
 
+    /// A claim of one: the one claiming statement is [`Store::claim_many`]'s.
     async fn claim(&self, job_id: &str, owner: &str, now_ms: i64, lease_until_ms: i64) -> StoreResult<Option<Job>> {
-        let sql = format!(
-            "UPDATE jobs SET status = 'running', lease_owner = ?1, lease_until = ?2, attempts = attempts + 1, \
-             started_at = COALESCE(started_at, ?3) \
-             WHERE id = ?4 AND status = 'queued' AND run_at <= ?3 RETURNING {JOB_COLUMNS}"
-        );
-        let args = vec![owner.into(), lease_until_ms.into(), now_ms.into(), job_id.into()];
-        let row = self.write_returning(sql, args).await?;
-        row.as_ref().map(job_from_row).transpose()
+        Ok(self.claim_many(&[(job_id.to_string(), owner.to_string())], now_ms, lease_until_ms).await?.pop())
     }
 
     /// One statement for all of them, so a round's claims cost the writer

@@ -130,7 +130,7 @@ impl AudioStore for InlineAudioStore {
         }
         let row: Option<Vec<u8>> = sqlx::query_scalar("SELECT data FROM audio_inline WHERE sha256 = ?1")
             .bind(sha256)
-            .fetch_optional(&mut *self.reads.acquire().await?.0)
+            .fetch_optional(&mut *self.reads.acquire().await?)
             .await?;
         match row {
             Some(data) => Ok(data),
@@ -148,7 +148,7 @@ impl AudioStore for InlineAudioStore {
         check_sha256(sha256)?;
         let row: Option<i64> = sqlx::query_scalar("SELECT 1 FROM audio_inline WHERE sha256 = ?1")
             .bind(sha256)
-            .fetch_optional(&mut *self.reads.acquire().await?.0)
+            .fetch_optional(&mut *self.reads.acquire().await?)
             .await?;
         Ok(row.is_some() || self.files.exists(sha256).await?)
     }
@@ -156,7 +156,7 @@ impl AudioStore for InlineAudioStore {
     async fn stored_before(&self, before: SystemTime) -> Result<Vec<String>, AudioError> {
         let mut hashes: Vec<String> = sqlx::query_scalar("SELECT sha256 FROM audio_inline WHERE stored_at < ?1")
             .bind(ms_since_epoch(before))
-            .fetch_all(&mut *self.reads.acquire().await?.0)
+            .fetch_all(&mut *self.reads.acquire().await?)
             .await?;
         hashes.extend(self.files.stored_before(before).await?);
         Ok(hashes)

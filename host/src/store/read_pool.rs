@@ -9,14 +9,14 @@
 //! are. At most `size` are open; a read waits for one up to the timeout.
 
 use std::ops::{Deref, DerefMut};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::ConnectOptions;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::{PoolUsage, StoreError, StoreResult};
+use super::{AcquireObserver, PoolUsage, StoreError, StoreResult};
 
 /// Read connections to one database; cheap to clone (clones share them).
 #[derive(Clone)]
@@ -26,6 +26,8 @@ pub struct ReadPool {
 
 struct Inner {
     options: SqliteConnectOptions,
+    /// Told how long each read waited for its connection.
+    observer: OnceLock<AcquireObserver>,
     idle: Mutex<Vec<SqliteConnection>>,
     permits: Arc<Semaphore>,
     size: u32,
@@ -44,12 +46,19 @@ impl ReadPool {
     /// a read waits at most `timeout` for one.
     pub fn new(options: SqliteConnectOptions, size: u32, timeout: Duration) -> Self {
         let size = size.max(1);
-        let inner = Inner { options, idle: Mutex::default(), permits: Arc::new(Semaphore::new(size as usize)), size, timeout };
+        let permits = Arc::new(Semaphore::new(size as usize));
+        let inner = Inner { options, observer: OnceLock::new(), idle: Mutex::default(), permits, size, timeout };
         Self { inner: Arc::new(inner) }
     }
 
-    /// A connection, and how long the read waited for it.
-    pub async fn acquire(&self) -> StoreResult<(ReadConnection, Duration)> {
+    /// Sets the function told how long each read waited for a connection
+    /// (whichever module reads); the first one set stays.
+    pub fn observe_acquires(&self, observer: AcquireObserver) {
+        let _ = self.inner.observer.set(observer);
+    }
+
+    /// A connection, its wait told to the observer.
+    pub async fn acquire(&self) -> StoreResult<ReadConnection> {
         let started = Instant::now();
         let permit = tokio::time::timeout(self.inner.timeout, self.inner.permits.clone().acquire_owned())
             .await
@@ -60,8 +69,10 @@ impl ReadPool {
             Some(connection) => connection,
             None => self.inner.options.connect().await?,
         };
-        let waited = started.elapsed();
-        Ok((ReadConnection { connection: Some(connection), inner: self.inner.clone(), _permit: permit }, waited))
+        if let Some(observe) = self.inner.observer.get() {
+            observe(started.elapsed());
+        }
+        Ok(ReadConnection { connection: Some(connection), inner: self.inner.clone(), _permit: permit })
     }
 
     /// Connections in use, idle, and the most there may be.

@@ -2,7 +2,6 @@
 //! submit survives a power cut).
 
 use std::str::FromStr;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 
@@ -20,8 +19,6 @@ pub struct SqliteStore {
     pool: ReadPool,
     /// Every write, group-committed.
     writer: Writer,
-    /// Told how long each read waited for a pooled connection.
-    acquire_observer: OnceLock<AcquireObserver>,
 }
 
 impl SqliteStore {
@@ -39,7 +36,7 @@ impl SqliteStore {
         sqlx::migrate!("./migrations/sqlite").run(&mut connection).await?;
         let writer = Writer::start(connection);
         let pool = ReadPool::new(options, pool_size, timeout);
-        Ok(Self { pool, writer, acquire_observer: OnceLock::new() })
+        Ok(Self { pool, writer })
     }
 
     /// The connections reads go through, for tables other modules keep in
@@ -55,11 +52,7 @@ impl SqliteStore {
 
     /// A pooled connection, its wait reported to the acquire observer.
     async fn connection(&self) -> StoreResult<ReadConnection> {
-        let (connection, waited) = self.pool.acquire().await?;
-        if let Some(observe) = self.acquire_observer.get() {
-            observe(waited);
-        }
-        Ok(connection)
+        self.pool.acquire().await
     }
 
     async fn fetch_job(&self, sql: &str, binds: &[&str]) -> StoreResult<Option<Job>> {
@@ -284,7 +277,7 @@ impl Store for SqliteStore {
     }
 
     fn observe_acquires(&self, observer: AcquireObserver) {
-        let _ = self.acquire_observer.set(observer);
+        self.pool.observe_acquires(observer);
     }
 
     fn pool_usage(&self) -> PoolUsage {

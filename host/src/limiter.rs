@@ -153,9 +153,7 @@ impl<T: Moment> Cell<T> {
         }
         Ok(Some(tat + interval))
     }
-}
 
-impl<T: Moment> Cell<T> {
     /// How many calls in a row, up to `at_most`, would each find a token
     /// at `now`.
     pub fn ready_count(&self, rate: Option<Rate>, now: T, at_most: u32) -> u32 {

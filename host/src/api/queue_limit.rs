@@ -5,10 +5,10 @@
 //! The count is read from the store at most every [`RECOUNT_EVERY`]; in
 //! between, each submit this instance lets through adds one to it, so one
 //! instance never lets more than the limit in, and each job canceled here
-//! takes one off. Jobs that finish in between are seen at the next count (the limit errs towards a 429, which carries
-//! `Retry-After`); in a fleet, other instances' submits are seen at the
-//! next count too, so the fleet may pass the limit by what the others
-//! accept within one interval.
+//! takes one off. Jobs that finish in between are seen at the next count
+//! (the limit errs towards a 429, which carries `Retry-After`); in a fleet,
+//! other instances' submits are seen at the next count too, so the fleet
+//! may pass the limit by what the others accept within one interval.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -40,8 +40,7 @@ impl QueueLimit {
     /// (`Err` with how many it holds). A submit let in that then fails
     /// gives its place back with [`QueueLimit::release`].
     pub async fn reserve(&self, store: &dyn Store) -> StoreResult<Result<(), u64>> {
-        let fresh = self.lock().filter(|seen| seen.at.elapsed() < RECOUNT_EVERY).is_some();
-        if !fresh {
+        if !self.counted_lately() {
             let count = store.queue_length().await?;
             *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(Seen { count, at: Instant::now() });
         }
@@ -62,7 +61,8 @@ impl QueueLimit {
         }
     }
 
-    fn lock(&self) -> Option<Seen> {
-        *self.seen.lock().unwrap_or_else(|p| p.into_inner())
+    /// Whether the last count is younger than [`RECOUNT_EVERY`].
+    fn counted_lately(&self) -> bool {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).is_some_and(|seen| seen.at.elapsed() < RECOUNT_EVERY)
     }
 }

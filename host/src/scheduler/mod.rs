@@ -227,7 +227,7 @@ impl Scheduler {
             }
             lines.prune();
         }
-        let lease_until = crate::clock::now_ms() + (self.parts.config.lease_seconds * 1000) as i64;
+        let lease_until = self.lease_until();
         let owners: Vec<String> = picks.iter().map(|_| self.next_owner()).collect();
         let jobs: Vec<(&str, Lease<'_>)> = picks
             .iter()
@@ -256,6 +256,11 @@ impl Scheduler {
             return vec![0];
         }
         self.parts.plugins.rank(candidates).await
+    }
+
+    /// When a lease taken now ends unless renewed (ms since the epoch).
+    fn lease_until(&self) -> i64 {
+        crate::clock::now_ms() + (self.parts.config.lease_seconds * 1000) as i64
     }
 
     /// The lease owner of the next claim: this instance's name and the
@@ -313,7 +318,7 @@ impl Scheduler {
         job_id: &str,
     ) -> Result<Admit, StoreError> {
         loop {
-            let lease_until = crate::clock::now_ms() + (self.parts.config.lease_seconds * 1000) as i64;
+            let lease_until = self.lease_until();
             let owner = self.next_owner();
             let lease = Lease { owner: &owner, until_ms: lease_until };
             match self.parts.admission.claim(provider, limits, job_id, lease).await? {

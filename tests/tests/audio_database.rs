@@ -6,6 +6,7 @@
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use scribe_host::audio::{AudioError, AudioStore, DatabaseAudioStore, CHUNK_BYTES};
 use scribe_host::store::PostgresStore;
@@ -31,6 +32,25 @@ impl Rig {
     }
 }
 
+
+/// `bytes` as an upload in 100,000-byte parts; before part `i` is read,
+/// `before(i, pool)` runs (what happens in the database meanwhile).
+fn upload_with<F, Fut>(bytes: &[u8], pool: sqlx::PgPool, before: F) -> BoxStream<'static, Result<Bytes, std::io::Error>>
+where
+    F: Fn(usize, sqlx::PgPool) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let parts: Vec<Bytes> = bytes.chunks(100_000).map(Bytes::copy_from_slice).collect();
+    futures_util::stream::iter(parts.into_iter().enumerate())
+        .then(move |(i, part)| {
+            let hook = before(i, pool.clone());
+            async move {
+                hook.await;
+                Ok(part)
+            }
+        })
+        .boxed()
+}
 
 #[tokio::test]
 async fn audio_over_several_chunks_comes_back_whole_and_is_stored_once() {
@@ -98,20 +118,13 @@ async fn an_upload_removed_as_abandoned_while_it_arrives_is_refused_not_half_sto
     // Halfway through (a chunk is in the database by then), retention
     // takes the upload for abandoned: a cutoff in the future stands for an
     // upload that has been arriving for longer than 10 minutes.
-    let parts: Vec<Bytes> = audio.chunks(100_000).map(Bytes::copy_from_slice).collect();
-    let stream = futures_util::stream::iter(parts.into_iter().enumerate())
-        .then(move |(i, part)| {
-            let pool = pool.clone();
-            async move {
-                if i == 4 {
-                    let later = SystemTime::now() + Duration::from_secs(3600);
-                    let removed = DatabaseAudioStore::new(pool).remove_abandoned_uploads(later).await.expect("sweep");
-                    assert_eq!(removed, 1, "the upload in progress was taken for abandoned");
-                }
-                Ok(part)
-            }
-        })
-        .boxed();
+    let stream = upload_with(&audio, pool, |i, pool| async move {
+        if i == 4 {
+            let later = SystemTime::now() + Duration::from_secs(3600);
+            let removed = DatabaseAudioStore::new(pool).remove_abandoned_uploads(later).await.expect("sweep");
+            assert_eq!(removed, 1, "the upload in progress was taken for abandoned");
+        }
+    });
     let refused = audio_store.put(stream, 1 << 30).await;
     assert!(refused.is_err(), "the upload fails rather than storing part of the audio: {refused:?}");
     assert_eq!((rig.count("audio_blobs").await, rig.count("audio_chunks").await), (0, 0));
@@ -122,25 +135,18 @@ async fn a_slow_upload_is_restamped_as_it_arrives_so_retention_leaves_it_alone()
     let rig = rig().await;
     let audio = wav(5, 400_000);
     let pool = rig.pool.clone();
-    let parts: Vec<Bytes> = audio.chunks(100_000).map(Bytes::copy_from_slice).collect();
     // Chunks are written after the 3rd and the 6th part.
-    let stream = futures_util::stream::iter(parts.into_iter().enumerate())
-        .then(move |(i, part)| {
-            let pool = pool.clone();
-            async move {
-                if i == 3 {
-                    // As if the upload had begun long ago.
-                    sqlx::query("UPDATE audio_blobs SET stored_at = 0 WHERE sha256 IS NULL").execute(&pool).await.expect("age");
-                }
-                if i == 7 {
-                    let cutoff = SystemTime::now() - Duration::from_secs(600);
-                    let removed = DatabaseAudioStore::new(pool).remove_abandoned_uploads(cutoff).await.expect("sweep");
-                    assert_eq!(removed, 0, "a chunk arrived since: the upload is not abandoned");
-                }
-                Ok(part)
-            }
-        })
-        .boxed();
+    let stream = upload_with(&audio, pool, |i, pool| async move {
+        if i == 3 {
+            // As if the upload had begun long ago.
+            sqlx::query("UPDATE audio_blobs SET stored_at = 0 WHERE sha256 IS NULL").execute(&pool).await.expect("age");
+        }
+        if i == 7 {
+            let cutoff = SystemTime::now() - Duration::from_secs(600);
+            let removed = DatabaseAudioStore::new(pool).remove_abandoned_uploads(cutoff).await.expect("sweep");
+            assert_eq!(removed, 0, "a chunk arrived since: the upload is not abandoned");
+        }
+    });
     let stored = rig.audio.put(stream, 1 << 30).await.expect("stored");
     assert_eq!(rig.audio.get(&stored.sha256).await.expect("read"), audio);
 }

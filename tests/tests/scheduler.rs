@@ -103,6 +103,22 @@ impl Engine {
         ids
     }
 
+    /// Asserts that every job succeeded at its first attempt; each user's
+    /// jobs' start times, in the user's line order.
+    async fn starts_of_jobs_succeeded_once(&self, ids: &BTreeMap<String, Vec<String>>) -> Vec<Vec<i64>> {
+        let mut per_user = Vec::new();
+        for jobs in ids.values() {
+            let mut starts = Vec::new();
+            for id in jobs {
+                let job = self.store.job_by_id(id).await.unwrap().unwrap();
+                assert_eq!((job.status, job.attempts), (JobStatus::Succeeded, 1), "{id}");
+                starts.push(job.started_at_ms.unwrap());
+            }
+            per_user.push(starts);
+        }
+        per_user
+    }
+
     async fn wait_all_terminal(&self, ids: &BTreeMap<String, Vec<String>>, timeout: Duration) {
         let all: Vec<String> = ids.values().flatten().cloned().collect();
         wait_until("every job to finish", timeout, || async {
@@ -167,16 +183,9 @@ async fn jobs_claimed_together_keep_the_cap_and_fairness() {
     let ids = engine.submit_burst(5, 12).await;
     engine.wait_all_terminal(&ids, Duration::from_secs(60)).await;
 
-    let mut firsts = Vec::new();
-    let mut starts = Vec::new();
-    for jobs in ids.values() {
-        for id in jobs {
-            let job = engine.store.job_by_id(id).await.unwrap().unwrap();
-            assert_eq!((job.status, job.attempts), (JobStatus::Succeeded, 1), "{id}");
-            starts.push(job.started_at_ms.unwrap());
-        }
-        firsts.push(engine.store.job_by_id(&jobs[0]).await.unwrap().unwrap().started_at_ms.unwrap());
-    }
+    let per_user = engine.starts_of_jobs_succeeded_once(&ids).await;
+    let firsts: Vec<i64> = per_user.iter().map(|user| user[0]).collect();
+    let mut starts: Vec<i64> = per_user.into_iter().flatten().collect();
     assert_eq!(engine.fake.calls(), 60, "each job called the provider once");
     let peak = engine.fake.max_in_flight();
     assert!((2..=6).contains(&peak), "calls ran side by side, within the cap of 6: {peak}");
@@ -225,18 +234,9 @@ async fn the_briefs_burst_in_scaled_time() {
     engine.fake.set_latency(Duration::from_millis(50));
     let ids = engine.submit_burst(10, 100).await;
     engine.wait_all_terminal(&ids, Duration::from_secs(120)).await;
-    let mut starts = Vec::new();
-    let mut firsts = Vec::new();
-    for jobs in ids.values() {
-        let mut user_starts = Vec::new();
-        for id in jobs {
-            let job = engine.store.job_by_id(id).await.unwrap().unwrap();
-            assert_eq!((job.status, job.attempts), (JobStatus::Succeeded, 1), "{id}");
-            user_starts.push(job.started_at_ms.unwrap());
-        }
-        firsts.push(*user_starts.iter().min().unwrap());
-        starts.extend(user_starts);
-    }
+    let per_user = engine.starts_of_jobs_succeeded_once(&ids).await;
+    let firsts: Vec<i64> = per_user.iter().map(|user| *user.iter().min().unwrap()).collect();
+    let mut starts: Vec<i64> = per_user.into_iter().flatten().collect();
     assert_eq!(engine.fake.calls(), 1000, "every job called the provider exactly once");
     assert!(engine.fake.max_in_flight() <= 5, "never more than 5 in flight: {}", engine.fake.max_in_flight());
     let busiest = max_per_window(&engine.fake.arrivals(), Duration::from_secs(1));

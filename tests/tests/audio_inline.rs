@@ -30,7 +30,7 @@ async fn rig() -> Rig {
 
 impl Rig {
     async fn rows(&self) -> i64 {
-        sqlx::query_scalar("SELECT COUNT(*) FROM audio_inline").fetch_one(&mut *self.database.read_pool().acquire().await.unwrap()).await.unwrap()
+        self.database.read_pool().scalar("SELECT COUNT(*) FROM audio_inline", []).await.unwrap().unwrap()
     }
 
     /// The names of the files in the audio directory.

@@ -67,20 +67,10 @@ impl InlineAudioStore {
         let stored = read_upload(stream::iter(held.into_iter().map(Ok)).boxed(), limit, &mut sink).await?;
         let (sha256, data, now) = (stored.sha256.clone(), sink.0, ms_since_epoch(SystemTime::now()));
         let copy = Bytes::copy_from_slice(&data);
+        let sql = "INSERT INTO audio_inline (sha256, data, stored_at) VALUES (?1, ?2, ?3) \
+                   ON CONFLICT (sha256) DO UPDATE SET stored_at = excluded.stored_at";
         self.writer
-            .write(move |c| {
-                Box::pin(async move {
-                    sqlx::query(
-                        "INSERT INTO audio_inline (sha256, data, stored_at) VALUES (?1, ?2, ?3) \
-                         ON CONFLICT (sha256) DO UPDATE SET stored_at = excluded.stored_at",
-                    )
-                    .bind(sha256)
-                    .bind(data)
-                    .bind(now)
-                    .execute(&mut *c)
-                    .await
-                })
-            })
+            .write(move |c| Ok(c.prepare_cached(sql)?.execute(rusqlite::params![sha256, data, now])?))
             .await?;
         self.recent.insert(stored.sha256.clone(), copy);
         Ok(stored)
@@ -91,11 +81,10 @@ impl InlineAudioStore {
     async fn delete_row(&self, sha: &str, before_ms: i64) -> Result<bool, AudioError> {
         let sha256 = sha.to_string();
         let sql = "DELETE FROM audio_inline WHERE sha256 = ?1 AND stored_at < ?2";
-        let done = self
+        let deleted = self
             .writer
-            .write(move |c| Box::pin(async move { sqlx::query(sql).bind(sha256).bind(before_ms).execute(&mut *c).await }))
+            .write(move |c| Ok(c.prepare_cached(sql)?.execute(rusqlite::params![sha256, before_ms])? > 0))
             .await?;
-        let deleted = done.rows_affected() > 0;
         if deleted {
             self.recent.invalidate(sha);
         }
@@ -128,10 +117,7 @@ impl AudioStore for InlineAudioStore {
         if let Some(audio) = self.recent.get(sha256) {
             return Ok(audio.to_vec());
         }
-        let row: Option<Vec<u8>> = sqlx::query_scalar("SELECT data FROM audio_inline WHERE sha256 = ?1")
-            .bind(sha256)
-            .fetch_optional(&mut *self.reads.acquire().await?)
-            .await?;
+        let row: Option<Vec<u8>> = self.reads.scalar("SELECT data FROM audio_inline WHERE sha256 = ?1", [sha256]).await?;
         match row {
             Some(data) => Ok(data),
             None => self.files.get(sha256).await,
@@ -146,18 +132,13 @@ impl AudioStore for InlineAudioStore {
 
     async fn exists(&self, sha256: &str) -> Result<bool, AudioError> {
         check_sha256(sha256)?;
-        let row: Option<i64> = sqlx::query_scalar("SELECT 1 FROM audio_inline WHERE sha256 = ?1")
-            .bind(sha256)
-            .fetch_optional(&mut *self.reads.acquire().await?)
-            .await?;
+        let row: Option<i64> = self.reads.scalar("SELECT 1 FROM audio_inline WHERE sha256 = ?1", [sha256]).await?;
         Ok(row.is_some() || self.files.exists(sha256).await?)
     }
 
     async fn stored_before(&self, before: SystemTime) -> Result<Vec<String>, AudioError> {
-        let mut hashes: Vec<String> = sqlx::query_scalar("SELECT sha256 FROM audio_inline WHERE stored_at < ?1")
-            .bind(ms_since_epoch(before))
-            .fetch_all(&mut *self.reads.acquire().await?)
-            .await?;
+        let sql = "SELECT sha256 FROM audio_inline WHERE stored_at < ?1";
+        let mut hashes: Vec<String> = self.reads.column(sql, [ms_since_epoch(before)]).await?;
         hashes.extend(self.files.stored_before(before).await?);
         Ok(hashes)
     }

@@ -7,6 +7,7 @@
 //! values (milliseconds, strings), free of any one database's dialect, so
 //! the PostgreSQL backend can implement the same contract.
 
+mod connect;
 pub mod group_commit;
 mod postgres;
 pub mod read_pool;
@@ -24,9 +25,15 @@ pub enum StoreError {
     /// The database refused or could not be reached.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    /// The SQLite store's writer connection refused a statement.
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     /// The schema could not be brought up to date.
     #[error("database migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// `DATABASE_URL` names an in-memory SQLite database.
+    #[error("an in-memory SQLite database cannot keep jobs durably: name a file (sqlite://PATH)")]
+    InMemory,
     /// A user of that name exists already.
     #[error("a user named {0:?} exists already")]
     UserExists(String),

@@ -1,19 +1,19 @@
 //! The SQLite store's read connections.
 //!
-//! sqlx's pool tests every connection when it is given back (a `ping`: a
-//! round trip to the connection's worker thread, in a task of its own), so
-//! a read cost two trips between threads instead of one; at thousands of
-//! reads a second on two cores that was a tenth of a job's cost. A
-//! connection to a local file does not go stale, and a read connection
-//! holds no transaction to roll back, so these are handed back as they
-//! are. At most `size` are open; a read waits for one up to the timeout.
+//! A read runs on the calling task's thread, on a plain (rusqlite)
+//! connection taken from here. It is a few B-tree seeks in pages the OS
+//! holds, and in WAL mode a reader never waits for the writer; handing it
+//! to another thread instead (sqlx runs each connection on a thread of its
+//! own) cost two thread wake-ups per read, which on two busy cores was more
+//! than the read. At most `size` connections are open; a read waits for
+//! one up to the timeout, and that wait is what the acquire observer is
+//! told.
 
-use std::ops::{Deref, DerefMut};
+use std::ops::Deref;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
-use sqlx::ConnectOptions;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{AcquireObserver, PoolUsage, StoreError, StoreResult};
@@ -25,10 +25,10 @@ pub struct ReadPool {
 }
 
 struct Inner {
-    options: SqliteConnectOptions,
+    path: PathBuf,
     /// Told how long each read waited for its connection.
     observer: OnceLock<AcquireObserver>,
-    idle: Mutex<Vec<SqliteConnection>>,
+    idle: Mutex<Vec<rusqlite::Connection>>,
     permits: Arc<Semaphore>,
     size: u32,
     timeout: Duration,
@@ -36,18 +36,19 @@ struct Inner {
 
 /// A read connection, back to its pool when dropped.
 pub struct ReadConnection {
-    connection: Option<SqliteConnection>,
+    connection: Option<rusqlite::Connection>,
     inner: Arc<Inner>,
     _permit: OwnedSemaphorePermit,
 }
 
 impl ReadPool {
-    /// Up to `size` connections opened with `options` as reads need them;
-    /// a read waits at most `timeout` for one.
-    pub fn new(options: SqliteConnectOptions, size: u32, timeout: Duration) -> Self {
+    /// Up to `size` connections to the database file at `path`, opened as
+    /// reads need them; a read waits at most `timeout` for one (and as
+    /// long for a lock).
+    pub fn new(path: PathBuf, size: u32, timeout: Duration) -> Self {
         let size = size.max(1);
         let permits = Arc::new(Semaphore::new(size as usize));
-        let inner = Inner { options, observer: OnceLock::new(), idle: Mutex::default(), permits, size, timeout };
+        let inner = Inner { path, observer: OnceLock::new(), idle: Mutex::default(), permits, size, timeout };
         Self { inner: Arc::new(inner) }
     }
 
@@ -58,7 +59,7 @@ impl ReadPool {
     }
 
     /// A connection, its wait told to the observer.
-    pub async fn acquire(&self) -> StoreResult<ReadConnection> {
+    async fn acquire(&self) -> StoreResult<ReadConnection> {
         let started = Instant::now();
         let permit = tokio::time::timeout(self.inner.timeout, self.inner.permits.clone().acquire_owned())
             .await
@@ -67,7 +68,7 @@ impl ReadPool {
         let idle = self.inner.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let connection = match idle {
             Some(connection) => connection,
-            None => self.inner.options.connect().await?,
+            None => super::connect::connect(&self.inner.path, self.inner.timeout)?,
         };
         if let Some(observe) = self.inner.observer.get() {
             observe(started.elapsed());
@@ -84,16 +85,10 @@ impl ReadPool {
 }
 
 impl Deref for ReadConnection {
-    type Target = SqliteConnection;
+    type Target = rusqlite::Connection;
 
-    fn deref(&self) -> &SqliteConnection {
+    fn deref(&self) -> &rusqlite::Connection {
         self.connection.as_ref().expect("present until dropped")
-    }
-}
-
-impl DerefMut for ReadConnection {
-    fn deref_mut(&mut self) -> &mut SqliteConnection {
-        self.connection.as_mut().expect("present until dropped")
     }
 }
 
@@ -102,5 +97,35 @@ impl Drop for ReadConnection {
         if let Some(connection) = self.connection.take() {
             self.inner.idle.lock().unwrap_or_else(|p| p.into_inner()).push(connection);
         }
+    }
+}
+
+impl ReadPool {
+    /// The rows `sql` selects with `params`, each decoded by `decode`.
+    pub async fn rows<T>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params + Send,
+        decode: impl Fn(&rusqlite::Row<'_>) -> StoreResult<T> + Send,
+    ) -> StoreResult<Vec<T>> {
+        let connection = self.acquire().await?;
+        let mut statement = connection.prepare_cached(sql)?;
+        let mut rows = statement.query(params)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            out.push(decode(row)?);
+        }
+        Ok(out)
+    }
+
+    /// The first column of the rows `sql` selects with `params`.
+    pub async fn column<T: rusqlite::types::FromSql>(&self, sql: &str, params: impl rusqlite::Params + Send) -> StoreResult<Vec<T>> {
+        self.rows(sql, params, |row| Ok(row.get(0)?)).await
+    }
+
+    /// The first column of the first row `sql` selects with `params`, if
+    /// there is one.
+    pub async fn scalar<T: rusqlite::types::FromSql>(&self, sql: &str, params: impl rusqlite::Params + Send) -> StoreResult<Option<T>> {
+        Ok(self.column(sql, params).await?.into_iter().next())
     }
 }

@@ -1,11 +1,54 @@
 //! Rows into values, for every backend: both schemas use the same column
 //! names and value kinds (text, 64-bit integers, a double), so one decoder
-//! per row shape serves SQLite and PostgreSQL alike.
+//! per row shape serves SQLite (rusqlite rows) and PostgreSQL (sqlx rows)
+//! alike, through [`Columns`].
 
-use sqlx::{ColumnIndex, Decode, Row, Type};
+use sqlx::postgres::PgRow;
+use sqlx::Row;
 
 use super::{Head, Job, JobError, JobSpec, JobStatus, OpenJobs, StoreError, StoreResult, User};
 use crate::plugins::types::Priority;
+
+/// A row whose columns are read by name, whichever library fetched it.
+pub trait Columns {
+    /// A text column.
+    fn text(&self, column: &str) -> StoreResult<String>;
+    /// A nullable text column.
+    fn opt_text(&self, column: &str) -> StoreResult<Option<String>>;
+    /// A 64-bit integer column.
+    fn int(&self, column: &str) -> StoreResult<i64>;
+    /// A nullable 64-bit integer column.
+    fn opt_int(&self, column: &str) -> StoreResult<Option<i64>>;
+    /// A nullable double column.
+    fn opt_real(&self, column: &str) -> StoreResult<Option<f64>>;
+}
+
+/// [`Columns`] for a row type whose `$get(column)` reads a typed value
+/// (sqlx's `try_get`, rusqlite's `get`).
+macro_rules! columns_by {
+    ($row:ty, $get:ident) => {
+        impl Columns for $row {
+            fn text(&self, column: &str) -> StoreResult<String> {
+                Ok(self.$get(column)?)
+            }
+            fn opt_text(&self, column: &str) -> StoreResult<Option<String>> {
+                Ok(self.$get(column)?)
+            }
+            fn int(&self, column: &str) -> StoreResult<i64> {
+                Ok(self.$get(column)?)
+            }
+            fn opt_int(&self, column: &str) -> StoreResult<Option<i64>> {
+                Ok(self.$get(column)?)
+            }
+            fn opt_real(&self, column: &str) -> StoreResult<Option<f64>> {
+                Ok(self.$get(column)?)
+            }
+        }
+    };
+}
+
+columns_by!(PgRow, try_get);
+columns_by!(rusqlite::Row<'_>, get);
 
 /// The columns [`job_from_row`] reads, in `SELECT` order.
 pub const JOB_COLUMNS: &str = "id, user_id, status, provider, priority, audio_sha256, audio_format, audio_bytes, \
@@ -30,114 +73,72 @@ fn priority_from_int(p: i64) -> StoreResult<Priority> {
     }
 }
 
-fn status<R>(row: &R, column: &str) -> StoreResult<JobStatus>
-where
-    R: Row,
-    for<'r> &'r str: ColumnIndex<R>,
-    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
-{
-    let status: String = row.try_get(column)?;
+fn status<R: Columns + ?Sized>(row: &R, column: &str) -> StoreResult<JobStatus> {
+    let status = row.text(column)?;
     JobStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))
 }
 
-fn count<R>(row: &R, column: &str) -> StoreResult<u64>
-where
-    R: Row,
-    for<'r> &'r str: ColumnIndex<R>,
-    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
-{
-    Ok(row.try_get::<i64, _>(column)?.max(0) as u64)
+fn count<R: Columns + ?Sized>(row: &R, column: &str) -> StoreResult<u64> {
+    Ok(row.int(column)?.max(0) as u64)
 }
 
 /// A job from a row of [`JOB_COLUMNS`].
-pub fn job_from_row<R>(row: &R) -> StoreResult<Job>
-where
-    R: Row,
-    for<'r> &'r str: ColumnIndex<R>,
-    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> f64: Decode<'r, R::Database> + Type<R::Database>,
-{
-    let error_kind: Option<String> = row.try_get("error_kind")?;
+pub fn job_from_row<R: Columns + ?Sized>(row: &R) -> StoreResult<Job> {
+    let error_kind = row.opt_text("error_kind")?;
     Ok(Job {
-        id: row.try_get("id")?,
-        user_id: row.try_get("user_id")?,
+        id: row.text("id")?,
+        user_id: row.text("user_id")?,
         status: status(row, "status")?,
         spec: JobSpec {
-            provider: row.try_get("provider")?,
-            priority: priority_from_int(row.try_get("priority")?)?,
-            audio_sha256: row.try_get("audio_sha256")?,
-            audio_format: row.try_get("audio_format")?,
+            provider: row.text("provider")?,
+            priority: priority_from_int(row.int("priority")?)?,
+            audio_sha256: row.text("audio_sha256")?,
+            audio_format: row.text("audio_format")?,
             audio_bytes: count(row, "audio_bytes")?,
-            language: row.try_get("language")?,
-            prompt: row.try_get("prompt")?,
-            temperature: row.try_get::<Option<f64>, _>("temperature")?.map(|t| t as f32),
-            model: row.try_get("model")?,
-            response_format: row.try_get("response_format")?,
+            language: row.opt_text("language")?,
+            prompt: row.opt_text("prompt")?,
+            temperature: row.opt_real("temperature")?.map(|t| t as f32),
+            model: row.opt_text("model")?,
+            response_format: row.text("response_format")?,
         },
         attempts: count(row, "attempts")? as u32,
-        run_at_ms: row.try_get("run_at")?,
-        created_at_ms: row.try_get("created_at")?,
-        started_at_ms: row.try_get("started_at")?,
-        finished_at_ms: row.try_get("finished_at")?,
+        run_at_ms: row.int("run_at")?,
+        created_at_ms: row.int("created_at")?,
+        started_at_ms: row.opt_int("started_at")?,
+        finished_at_ms: row.opt_int("finished_at")?,
         error: match error_kind {
-            Some(kind) => Some(JobError { kind, message: row.try_get::<Option<String>, _>("error_message")?.unwrap_or_default() }),
+            Some(kind) => Some(JobError { kind, message: row.opt_text("error_message")?.unwrap_or_default() }),
             None => None,
         },
-        lease_owner: row.try_get("lease_owner")?,
-        lease_until_ms: row.try_get("lease_until")?,
+        lease_owner: row.opt_text("lease_owner")?,
+        lease_until_ms: row.opt_int("lease_until")?,
     })
 }
 
 /// A user from a row of `id, name, created_at`.
-pub fn user_from_row<R>(row: &R) -> StoreResult<User>
-where
-    R: Row,
-    for<'r> &'r str: ColumnIndex<R>,
-    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
-{
-    Ok(User { id: row.try_get("id")?, name: row.try_get("name")?, created_at_ms: row.try_get("created_at")? })
+pub fn user_from_row<R: Columns + ?Sized>(row: &R) -> StoreResult<User> {
+    Ok(User { id: row.text("id")?, name: row.text("name")?, created_at_ms: row.int("created_at")? })
 }
 
 /// A line's head from a row of `id, user_id, priority, created_at, queued, running`.
-pub fn head_from_row<R>(row: &R) -> StoreResult<Head>
-where
-    R: Row,
-    for<'r> &'r str: ColumnIndex<R>,
-    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> Option<i64>: Decode<'r, R::Database>,
-{
+pub fn head_from_row<R: Columns + ?Sized>(row: &R) -> StoreResult<Head> {
     Ok(Head {
-        job_id: row.try_get("id")?,
-        user_id: row.try_get("user_id")?,
-        priority: priority_from_int(row.try_get("priority")?)?,
-        created_at_ms: row.try_get("created_at")?,
+        job_id: row.text("id")?,
+        user_id: row.text("user_id")?,
+        priority: priority_from_int(row.int("priority")?)?,
+        created_at_ms: row.int("created_at")?,
         user_queued: count(row, "queued")? as u32,
         user_running: count(row, "running")? as u32,
-        user_last_dispatch_ms: row.try_get("last_dispatch")?,
+        user_last_dispatch_ms: row.opt_int("last_dispatch")?,
     })
 }
 
 /// Open jobs of one provider and status from a row of `provider, status, n`.
-pub fn open_jobs_from_row<R>(row: &R) -> StoreResult<OpenJobs>
-where
-    R: Row,
-    for<'r> &'r str: ColumnIndex<R>,
-    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
-{
-    Ok(OpenJobs { provider: row.try_get("provider")?, status: status(row, "status")?, count: count(row, "n")? })
+pub fn open_jobs_from_row<R: Columns + ?Sized>(row: &R) -> StoreResult<OpenJobs> {
+    Ok(OpenJobs { provider: row.text("provider")?, status: status(row, "status")?, count: count(row, "n")? })
 }
 
 /// One user's jobs in one status from a row of `name, status, n`.
-pub fn user_jobs_from_row<R>(row: &R) -> StoreResult<(String, JobStatus, u64)>
-where
-    R: Row,
-    for<'r> &'r str: ColumnIndex<R>,
-    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
-{
-    Ok((row.try_get("name")?, status(row, "status")?, count(row, "n")?))
+pub fn user_jobs_from_row<R: Columns + ?Sized>(row: &R) -> StoreResult<(String, JobStatus, u64)> {
+    Ok((row.text("name")?, status(row, "status")?, count(row, "n")?))
 }

@@ -5,11 +5,11 @@ use std::str::FromStr;
 use std::time::Duration;
 
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteRow, SqliteSynchronous};
-use sqlx::ConnectOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sqlx::{ConnectOptions, Connection};
 
 use super::group_commit::Writer;
-use super::read_pool::{ReadConnection, ReadPool};
+use super::read_pool::ReadPool;
 use super::{AcquireObserver, Head, Inserted, Job, JobStatus, LeaseEnd, NewJob, OpenJobs, PoolUsage, Store, StoreError, StoreResult, User};
 use super::rows::{head_from_row, job_from_row, open_jobs_from_row, priority_to_int, user_from_row, user_jobs_from_row, JOB_COLUMNS};
 
@@ -26,16 +26,21 @@ impl SqliteStore {
     /// (`sqlite://PATH`), with `pool_size` connections and `timeout` to
     /// get one, and runs the migrations.
     pub async fn open(url: &str, pool_size: u32, timeout: Duration) -> StoreResult<Self> {
+        if url.contains(":memory:") || url.contains("mode=memory") {
+            return Err(StoreError::InMemory);
+        }
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
+            .pragma("temp_store", "memory")
             .busy_timeout(timeout);
         let mut connection = options.connect().await?;
         sqlx::migrate!("./migrations/sqlite").run(&mut connection).await?;
-        let writer = Writer::start(connection);
-        let pool = ReadPool::new(options, pool_size, timeout);
+        connection.close().await?;
+        let writer = Writer::start(options.get_filename(), timeout)?;
+        let pool = ReadPool::new(options.get_filename().to_path_buf(), pool_size, timeout);
         Ok(Self { pool, writer })
     }
 
@@ -50,17 +55,8 @@ impl SqliteStore {
         &self.writer
     }
 
-    /// A pooled connection, its wait reported to the acquire observer.
-    async fn connection(&self) -> StoreResult<ReadConnection> {
-        self.pool.acquire().await
-    }
-
-    async fn fetch_job(&self, sql: &str, binds: &[&str]) -> StoreResult<Option<Job>> {
-        let mut query = sqlx::query(sql);
-        for bind in binds {
-            query = query.bind(*bind);
-        }
-        query.fetch_optional(&mut *self.connection().await?).await?.map(|row| job_from_row(&row)).transpose()
+    async fn fetch_job(&self, sql: &str, params: impl rusqlite::Params + Send) -> StoreResult<Option<Job>> {
+        Ok(self.pool.rows(sql, params, |row| job_from_row(row)).await?.pop())
     }
 }
 
@@ -86,38 +82,40 @@ impl From<i64> for Arg {
     }
 }
 
-fn bind_all<'q>(
-    mut query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
-    args: Vec<Arg>,
-) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
-    for arg in args {
-        query = match arg {
-            Arg::Int(v) => query.bind(v),
-            Arg::Text(v) => query.bind(v),
-            Arg::OptInt(v) => query.bind(v),
-            Arg::OptText(v) => query.bind(v),
-            Arg::OptReal(v) => query.bind(v),
-        };
+impl rusqlite::ToSql for Arg {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        match self {
+            Arg::Int(v) => v.to_sql(),
+            Arg::Text(v) => v.to_sql(),
+            Arg::OptInt(v) => v.to_sql(),
+            Arg::OptText(v) => v.to_sql(),
+            Arg::OptReal(v) => v.to_sql(),
+        }
     }
-    query
 }
 
 impl SqliteStore {
     /// Runs one write statement through the group-commit writer; the
     /// number of rows it changed, once committed.
     async fn write(&self, sql: &'static str, args: Vec<Arg>) -> StoreResult<u64> {
-        let done = self
-            .writer
-            .write(move |c| Box::pin(async move { bind_all(sqlx::query(sql), args).execute(&mut *c).await }))
-            .await?;
-        Ok(done.rows_affected())
+        self.writer
+            .write(move |c| Ok(c.prepare_cached(sql)?.execute(rusqlite::params_from_iter(&args))? as u64))
+            .await
     }
 
-    /// Runs one write statement with `RETURNING` through the writer; the
-    /// row it returned, once committed.
-    async fn write_returning(&self, sql: String, args: Vec<Arg>) -> StoreResult<Option<SqliteRow>> {
+    /// Runs one write statement `RETURNING` [`JOB_COLUMNS`] through the
+    /// writer; the jobs it returned, once committed.
+    async fn write_returning_jobs(&self, sql: String, args: Vec<Arg>) -> StoreResult<Vec<Job>> {
         self.writer
-            .write(move |c| Box::pin(async move { bind_all(sqlx::query(&sql), args).fetch_optional(&mut *c).await }))
+            .write(move |c| {
+                let mut statement = c.prepare_cached(&sql)?;
+                let mut rows = statement.query(rusqlite::params_from_iter(&args))?;
+                let mut jobs = Vec::new();
+                while let Some(row) = rows.next()? {
+                    jobs.push(job_from_row(row)?);
+                }
+                Ok(jobs)
+            })
             .await
     }
 }
@@ -166,23 +164,19 @@ impl Store for SqliteStore {
     }
 
     async fn list_users(&self) -> StoreResult<Vec<User>> {
-        let rows = sqlx::query("SELECT id, name, created_at FROM users ORDER BY name").fetch_all(&mut *self.connection().await?).await?;
-        rows.iter().map(user_from_row).collect()
+        self.pool.rows("SELECT id, name, created_at FROM users ORDER BY name", [], |row| user_from_row(row)).await
     }
 
     async fn user_by_key_hash(&self, key_hash: &str) -> StoreResult<Option<User>> {
-        let row = sqlx::query("SELECT id, name, created_at FROM users WHERE key_hash = ?1")
-            .bind(key_hash)
-            .fetch_optional(&mut *self.connection().await?)
-            .await?;
-        row.as_ref().map(user_from_row).transpose()
+        let sql = "SELECT id, name, created_at FROM users WHERE key_hash = ?1";
+        Ok(self.pool.rows(sql, [key_hash], |row| user_from_row(row)).await?.pop())
     }
 
     async fn insert_job(&self, job: NewJob) -> StoreResult<Inserted> {
         let spec = &job.spec;
         // The new row comes back from the insert itself: no read after it.
         let inserted = self
-            .write_returning(
+            .write_returning_jobs(
                 format!("INSERT INTO jobs (id, user_id, status, provider, priority, audio_sha256, audio_format, audio_bytes, \
                  language, prompt, temperature, model, response_format, attempts, run_at, created_at, idempotency_key, \
                  cache_key, transcript, started_at, finished_at) \
@@ -210,29 +204,28 @@ impl Store for SqliteStore {
                 ],
             )
             .await?;
-        if let Some(row) = inserted {
-            return Ok(Inserted::Created(job_from_row(&row)?));
+        if let Some(job) = inserted.into_iter().next() {
+            return Ok(Inserted::Created(job));
         }
         let key = job.idempotency_key.as_deref().unwrap_or_default();
         let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE user_id = ?1 AND idempotency_key = ?2");
-        let existing = self.fetch_job(&sql, &[&job.user_id, key]).await?;
+        let existing = self.fetch_job(&sql, [job.user_id.as_str(), key]).await?;
         existing.map(Inserted::Existing).ok_or_else(|| StoreError::Corrupt("idempotent insert found no job".into()))
     }
 
     async fn job(&self, user_id: &str, job_id: &str) -> StoreResult<Option<Job>> {
         let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1 AND user_id = ?2");
-        self.fetch_job(&sql, &[job_id, user_id]).await
+        self.fetch_job(&sql, [job_id, user_id]).await
     }
 
     async fn job_by_id(&self, job_id: &str) -> StoreResult<Option<Job>> {
         let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1");
-        self.fetch_job(&sql, &[job_id]).await
+        self.fetch_job(&sql, [job_id]).await
     }
 
     async fn list_jobs(&self, user_id: &str, limit: u32, offset: u32) -> StoreResult<Vec<Job>> {
         let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE user_id = ?1 ORDER BY created_at DESC, id DESC LIMIT ?2 OFFSET ?3");
-        let rows = sqlx::query(&sql).bind(user_id).bind(limit).bind(offset).fetch_all(&mut *self.connection().await?).await?;
-        rows.iter().map(job_from_row).collect()
+        self.pool.rows(&sql, (user_id, limit, offset), |row| job_from_row(row)).await
     }
 
     async fn cancel_job(&self, user_id: &str, job_id: &str, now_ms: i64) -> StoreResult<Option<(Job, bool)>> {
@@ -246,34 +239,24 @@ impl Store for SqliteStore {
     }
 
     async fn queue_length(&self) -> StoreResult<u64> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'running')")
-            .fetch_one(&mut *self.connection().await?)
-            .await?;
-        Ok(n as u64)
+        let n: Option<i64> = self.pool.scalar("SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'running')", []).await?;
+        Ok(n.unwrap_or(0).max(0) as u64)
     }
 
     async fn open_jobs(&self) -> StoreResult<Vec<OpenJobs>> {
-        let rows = sqlx::query(
-            "SELECT provider, status, COUNT(*) AS n FROM jobs WHERE status IN ('queued', 'running') GROUP BY provider, status",
-        )
-        .fetch_all(&mut *self.connection().await?)
-        .await?;
-        rows.iter().map(open_jobs_from_row).collect()
+        let sql = "SELECT provider, status, COUNT(*) AS n FROM jobs WHERE status IN ('queued', 'running') GROUP BY provider, status";
+        self.pool.rows(sql, [], |row| open_jobs_from_row(row)).await
     }
 
     async fn users_with_open_jobs(&self) -> StoreResult<Vec<String>> {
-        Ok(sqlx::query_scalar("SELECT DISTINCT user_id FROM jobs WHERE status IN ('queued', 'running')").fetch_all(&mut *self.connection().await?).await?)
+        let sql = "SELECT DISTINCT user_id FROM jobs WHERE status IN ('queued', 'running')";
+        self.pool.column(sql, []).await
     }
 
     async fn jobs_by_user(&self, finished_since_ms: i64) -> StoreResult<Vec<(String, JobStatus, u64)>> {
-        let rows = sqlx::query(
-            "SELECT u.name AS name, j.status AS status, COUNT(*) AS n FROM jobs j JOIN users u ON u.id = j.user_id \
-             WHERE j.status IN ('queued', 'running') OR j.finished_at >= ? GROUP BY u.name, j.status",
-        )
-        .bind(finished_since_ms)
-        .fetch_all(&mut *self.connection().await?)
-        .await?;
-        rows.iter().map(user_jobs_from_row).collect()
+        let sql = "SELECT u.name AS name, j.status AS status, COUNT(*) AS n FROM jobs j JOIN users u ON u.id = j.user_id \
+             WHERE j.status IN ('queued', 'running') OR j.finished_at >= ?1 GROUP BY u.name, j.status";
+        self.pool.rows(sql, [finished_since_ms], |row| user_jobs_from_row(row)).await
     }
 
     fn observe_acquires(&self, observer: AcquireObserver) {
@@ -285,15 +268,10 @@ impl Store for SqliteStore {
     }
 
     async fn audio_in_use(&self, sha256: &str, finished_since_ms: i64) -> StoreResult<bool> {
-        let used: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM jobs WHERE audio_sha256 = ? \
-               AND (status IN ('queued', 'running') OR finished_at >= ?))",
-        )
-        .bind(sha256)
-        .bind(finished_since_ms)
-        .fetch_one(&mut *self.connection().await?)
-        .await?;
-        Ok(used)
+        let sql = "SELECT EXISTS (SELECT 1 FROM jobs WHERE audio_sha256 = ?1 \
+               AND (status IN ('queued', 'running') OR finished_at >= ?2))";
+        let used: Option<bool> = self.pool.scalar(sql, (sha256, finished_since_ms)).await?;
+        Ok(used.unwrap_or(false))
     }
 
     async fn heads(&self, provider: &str, now_ms: i64, depth: u32) -> StoreResult<Vec<Head>> {
@@ -301,8 +279,7 @@ impl Store for SqliteStore {
         // `jobs_line` (one index seek per user), their counts taken once
         // per user, and each user's line read from its start: the cost
         // grows with active users and `depth`, not with the queue.
-        let rows = sqlx::query(
-            "WITH RECURSIVE users(u) AS ( \
+        let sql = "WITH RECURSIVE users(u) AS ( \
                SELECT (SELECT MIN(user_id) FROM jobs WHERE provider = ?1 AND status = 'queued') \
                UNION ALL \
                SELECT (SELECT MIN(user_id) FROM jobs WHERE provider = ?1 AND status = 'queued' AND user_id > users.u) \
@@ -316,39 +293,26 @@ impl Store for SqliteStore {
              FROM counts c JOIN jobs j ON j.id IN ( \
                SELECT id FROM jobs WHERE provider = ?1 AND status = 'queued' AND user_id = c.u AND run_at <= ?2 \
                ORDER BY priority DESC, created_at, id LIMIT ?3) \
-             ORDER BY j.user_id, j.priority DESC, j.created_at, j.id",
-        )
-        .bind(provider)
-        .bind(now_ms)
-        .bind(i64::from(depth))
-        .fetch_all(&mut *self.connection().await?)
-        .await?;
-        rows.iter().map(head_from_row).collect()
+             ORDER BY j.user_id, j.priority DESC, j.created_at, j.id";
+        self.pool.rows(sql, (provider, now_ms, i64::from(depth)), |row| head_from_row(row)).await
     }
 
     async fn ready_providers(&self, now_ms: i64) -> StoreResult<Vec<String>> {
         // Distinct providers by skip-scan (a few seeks), each kept if it
         // has a ready job (one seek).
-        let providers = sqlx::query_scalar(
-            "WITH RECURSIVE p(name) AS ( \
+        let sql = "WITH RECURSIVE p(name) AS ( \
                SELECT (SELECT MIN(provider) FROM jobs) \
                UNION ALL \
                SELECT (SELECT MIN(provider) FROM jobs WHERE provider > p.name) FROM p WHERE p.name IS NOT NULL) \
              SELECT name FROM p WHERE name IS NOT NULL AND EXISTS ( \
-               SELECT 1 FROM jobs WHERE provider = p.name AND status = 'queued' AND run_at <= ?1)",
-        )
-        .bind(now_ms)
-        .fetch_all(&mut *self.connection().await?)
-        .await?;
-        Ok(providers)
+               SELECT 1 FROM jobs WHERE provider = p.name AND status = 'queued' AND run_at <= ?1)";
+        self.pool.column(sql, [now_ms]).await
     }
 
     async fn next_run_at(&self, now_ms: i64) -> StoreResult<Option<i64>> {
-        let next = sqlx::query_scalar("SELECT MIN(run_at) FROM jobs WHERE status = 'queued' AND run_at > ?1")
-            .bind(now_ms)
-            .fetch_one(&mut *self.connection().await?)
-            .await?;
-        Ok(next)
+        let next: Option<Option<i64>> =
+            self.pool.scalar("SELECT MIN(run_at) FROM jobs WHERE status = 'queued' AND run_at > ?1", [now_ms]).await?;
+        Ok(next.flatten())
     }
 
     /// A claim of one: the one claiming statement is [`Store::claim_many`]'s.
@@ -375,11 +339,7 @@ impl Store for SqliteStore {
             args.push(job_id.as_str().into());
             args.push(owner.as_str().into());
         }
-        let rows = self
-            .writer
-            .write(move |c| Box::pin(async move { bind_all(sqlx::query(&sql), args).fetch_all(&mut *c).await }))
-            .await?;
-        rows.iter().map(job_from_row).collect()
+        self.write_returning_jobs(sql, args).await
     }
 
     async fn renew_lease(&self, job_id: &str, owner: &str, lease_until_ms: i64) -> StoreResult<bool> {
@@ -417,7 +377,53 @@ impl Store for SqliteStore {
 impl SqliteStore {
     /// The transcript column of the one row `sql` selects by `key`.
     async fn succeeded_transcript(&self, sql: &'static str, key: &str) -> StoreResult<Option<String>> {
-        let transcript: Option<Option<String>> = sqlx::query_scalar(sql).bind(key).fetch_optional(&mut *self.connection().await?).await?;
+        let transcript: Option<Option<String>> = self.pool.scalar(sql, [key]).await?;
         Ok(transcript.flatten())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_in_memory_database_is_refused_with_a_reason() {
+        for url in ["sqlite::memory:", "sqlite://:memory:", "sqlite://file:jobs?mode=memory"] {
+            let refused = SqliteStore::open(url, 1, Duration::from_secs(1)).await.err();
+            assert!(matches!(refused, Some(StoreError::InMemory)), "{url}: {refused:?}");
+            assert!(refused.unwrap().to_string().contains("sqlite://PATH"));
+        }
+    }
+
+    fn job_of(user_id: &str, id: &str) -> NewJob {
+        let spec = super::super::JobSpec {
+            provider: "openai-whisper".into(),
+            priority: crate::plugins::types::Priority::Normal,
+            audio_sha256: "ab".repeat(32),
+            audio_format: "wav".into(),
+            audio_bytes: 10,
+            language: None,
+            prompt: None,
+            temperature: Some(0.5),
+            model: None,
+            response_format: "json".into(),
+        };
+        NewJob { id: id.into(), user_id: user_id.into(), spec, idempotency_key: None, now_ms: 7, cache_key: format!("key-{id}"), cached_transcript: None }
+    }
+
+    #[tokio::test]
+    async fn a_write_that_breaks_a_constraint_fails_alone_and_the_others_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("scribe.db").display());
+        let store = SqliteStore::open(&url, 2, Duration::from_secs(5)).await.unwrap();
+        let ada = store.create_user("ada", "hash-a", 1).await.unwrap();
+        // Sent together, so they may share a transaction; each is answered
+        // on its own.
+        let (kept, orphan) = tokio::join!(store.insert_job(job_of(&ada.id, "j1")), store.insert_job(job_of("nobody", "j2")));
+        let Ok(Inserted::Created(job)) = kept else { panic!("the valid insert failed: {kept:?}") };
+        assert_eq!((job.id.as_str(), job.status, job.spec.temperature), ("j1", JobStatus::Queued, Some(0.5)));
+        assert!(matches!(orphan, Err(StoreError::Sqlite(_))), "a job of no user is refused (foreign keys on): {orphan:?}");
+        assert_eq!(store.job_by_id("j1").await.unwrap().map(|j| j.user_id), Some(ada.id));
+        assert_eq!(store.job_by_id("j2").await.unwrap(), None);
     }
 }

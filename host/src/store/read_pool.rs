@@ -43,8 +43,8 @@ pub struct ReadConnection {
 
 impl ReadPool {
     /// Up to `size` connections to the database file at `path`, opened as
-    /// reads need them; a read waits at most `timeout` for one (and as
-    /// long for a lock).
+    /// reads need them; a read waits at most `timeout` for one, and as long
+    /// again for a lock.
     pub fn new(path: PathBuf, size: u32, timeout: Duration) -> Self {
         let size = size.max(1);
         let permits = Arc::new(Semaphore::new(size as usize));
@@ -68,7 +68,13 @@ impl ReadPool {
         let idle = self.inner.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let connection = match idle {
             Some(connection) => connection,
-            None => super::connect::connect(&self.inner.path, self.inner.timeout)?,
+            // Opening waits for a lock like the writer does (it is rare:
+            // at most `size` times); its reads then do not (see `rows`).
+            None => {
+                let connection = super::connect::connect(&self.inner.path, self.inner.timeout)?;
+                connection.busy_timeout(Duration::ZERO)?;
+                connection
+            }
         };
         if let Some(observe) = self.inner.observer.get() {
             observe(started.elapsed());
@@ -101,31 +107,89 @@ impl Drop for ReadConnection {
 }
 
 impl ReadPool {
-    /// The rows `sql` selects with `params`, each decoded by `decode`.
+    /// The rows `sql` selects with `params`, each decoded by `decode`: a
+    /// short read (a lookup by key, the scheduler's reads), run on the
+    /// calling task's thread. If the database is locked (rare in WAL: a
+    /// reader waits only while another connection recovers or resets the
+    /// log) the task sleeps and tries again, up to the timeout, so no
+    /// runtime thread is held waiting.
     pub async fn rows<T>(
         &self,
         sql: &str,
-        params: impl rusqlite::Params + Send,
+        params: impl rusqlite::Params + Clone + Send,
         decode: impl Fn(&rusqlite::Row<'_>) -> StoreResult<T> + Send,
     ) -> StoreResult<Vec<T>> {
         let connection = self.acquire().await?;
-        let mut statement = connection.prepare_cached(sql)?;
-        let mut rows = statement.query(params)?;
-        let mut out = Vec::new();
-        while let Some(row) = rows.next()? {
-            out.push(decode(row)?);
+        let deadline = Instant::now() + self.inner.timeout;
+        loop {
+            match query_rows(&connection, sql, params.clone(), &decode) {
+                Err(e) if is_busy(&e) && Instant::now() < deadline => tokio::time::sleep(BUSY_PAUSE).await,
+                done => return done,
+            }
         }
-        Ok(out)
+    }
+
+    /// [`ReadPool::rows`] for a read whose cost grows with the table (a
+    /// count, a page of a listing, the operator's views): run on tokio's
+    /// blocking threads, so a long one holds no runtime thread.
+    pub async fn rows_aside<T: Send + 'static>(
+        &self,
+        sql: impl AsRef<str> + Send + 'static,
+        params: impl rusqlite::Params + Clone + Send + 'static,
+        decode: impl Fn(&rusqlite::Row<'_>) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<Vec<T>> {
+        let connection = self.acquire().await?;
+        let deadline = Instant::now() + self.inner.timeout;
+        let read = move || loop {
+            match query_rows(&connection, sql.as_ref(), params.clone(), &decode) {
+                Err(e) if is_busy(&e) && Instant::now() < deadline => std::thread::sleep(BUSY_PAUSE),
+                done => return done,
+            }
+        };
+        tokio::task::spawn_blocking(read).await.map_err(|_| StoreError::Database(sqlx::Error::WorkerCrashed))?
     }
 
     /// The first column of the rows `sql` selects with `params`.
-    pub async fn column<T: rusqlite::types::FromSql>(&self, sql: &str, params: impl rusqlite::Params + Send) -> StoreResult<Vec<T>> {
+    pub async fn column<T: rusqlite::types::FromSql>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params + Clone + Send,
+    ) -> StoreResult<Vec<T>> {
         self.rows(sql, params, |row| Ok(row.get(0)?)).await
     }
 
     /// The first column of the first row `sql` selects with `params`, if
     /// there is one.
-    pub async fn scalar<T: rusqlite::types::FromSql>(&self, sql: &str, params: impl rusqlite::Params + Send) -> StoreResult<Option<T>> {
+    pub async fn scalar<T: rusqlite::types::FromSql>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params + Clone + Send,
+    ) -> StoreResult<Option<T>> {
         Ok(self.column(sql, params).await?.into_iter().next())
     }
+}
+
+/// How long a read waits before trying a locked database again.
+const BUSY_PAUSE: Duration = Duration::from_millis(2);
+
+/// Runs `sql` on `connection` and decodes every row.
+fn query_rows<T>(
+    connection: &rusqlite::Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    decode: &impl Fn(&rusqlite::Row<'_>) -> StoreResult<T>,
+) -> StoreResult<Vec<T>> {
+    let mut statement = connection.prepare_cached(sql)?;
+    let mut rows = statement.query(params)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(decode(row)?);
+    }
+    Ok(out)
+}
+
+/// Whether `error` is SQLite saying the database is locked for now.
+fn is_busy(error: &StoreError) -> bool {
+    use rusqlite::ErrorCode::{DatabaseBusy, DatabaseLocked};
+    matches!(error, StoreError::Sqlite(e) if matches!(e.sqlite_error_code(), Some(DatabaseBusy | DatabaseLocked)))
 }

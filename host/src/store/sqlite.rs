@@ -55,7 +55,7 @@ impl SqliteStore {
         &self.writer
     }
 
-    async fn fetch_job(&self, sql: &str, params: impl rusqlite::Params + Send) -> StoreResult<Option<Job>> {
+    async fn fetch_job(&self, sql: &str, params: impl rusqlite::Params + Clone + Send) -> StoreResult<Option<Job>> {
         Ok(self.pool.rows(sql, params, |row| job_from_row(row)).await?.pop())
     }
 }
@@ -164,7 +164,7 @@ impl Store for SqliteStore {
     }
 
     async fn list_users(&self) -> StoreResult<Vec<User>> {
-        self.pool.rows("SELECT id, name, created_at FROM users ORDER BY name", [], |row| user_from_row(row)).await
+        self.pool.rows_aside("SELECT id, name, created_at FROM users ORDER BY name", [], |row| user_from_row(row)).await
     }
 
     async fn user_by_key_hash(&self, key_hash: &str) -> StoreResult<Option<User>> {
@@ -225,7 +225,7 @@ impl Store for SqliteStore {
 
     async fn list_jobs(&self, user_id: &str, limit: u32, offset: u32) -> StoreResult<Vec<Job>> {
         let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE user_id = ?1 ORDER BY created_at DESC, id DESC LIMIT ?2 OFFSET ?3");
-        self.pool.rows(&sql, (user_id, limit, offset), |row| job_from_row(row)).await
+        self.pool.rows_aside(sql, (user_id.to_string(), limit, offset), |row| job_from_row(row)).await
     }
 
     async fn cancel_job(&self, user_id: &str, job_id: &str, now_ms: i64) -> StoreResult<Option<(Job, bool)>> {
@@ -239,24 +239,24 @@ impl Store for SqliteStore {
     }
 
     async fn queue_length(&self) -> StoreResult<u64> {
-        let n: Option<i64> = self.pool.scalar("SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'running')", []).await?;
+        let n: Option<i64> = self.pool.rows_aside("SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'running')", [], |row| Ok(row.get(0)?)).await?.pop();
         Ok(n.unwrap_or(0).max(0) as u64)
     }
 
     async fn open_jobs(&self) -> StoreResult<Vec<OpenJobs>> {
         let sql = "SELECT provider, status, COUNT(*) AS n FROM jobs WHERE status IN ('queued', 'running') GROUP BY provider, status";
-        self.pool.rows(sql, [], |row| open_jobs_from_row(row)).await
+        self.pool.rows_aside(sql, [], |row| open_jobs_from_row(row)).await
     }
 
     async fn users_with_open_jobs(&self) -> StoreResult<Vec<String>> {
         let sql = "SELECT DISTINCT user_id FROM jobs WHERE status IN ('queued', 'running')";
-        self.pool.column(sql, []).await
+        self.pool.rows_aside(sql, [], |row| Ok(row.get(0)?)).await
     }
 
     async fn jobs_by_user(&self, finished_since_ms: i64) -> StoreResult<Vec<(String, JobStatus, u64)>> {
         let sql = "SELECT u.name AS name, j.status AS status, COUNT(*) AS n FROM jobs j JOIN users u ON u.id = j.user_id \
              WHERE j.status IN ('queued', 'running') OR j.finished_at >= ?1 GROUP BY u.name, j.status";
-        self.pool.rows(sql, [finished_since_ms], |row| user_jobs_from_row(row)).await
+        self.pool.rows_aside(sql, [finished_since_ms], |row| user_jobs_from_row(row)).await
     }
 
     fn observe_acquires(&self, observer: AcquireObserver) {

@@ -25,7 +25,8 @@ pub enum StoreError {
     /// The database refused or could not be reached.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
-    /// The SQLite store's writer connection refused a statement.
+    /// The SQLite store's connection (the writer's or a reader's) refused a
+    /// statement.
     #[error("database: {0}")]
     Sqlite(#[from] rusqlite::Error),
     /// The schema could not be brought up to date.

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::rows::query_rows;
 use super::{AcquireObserver, PoolUsage, StoreError, StoreResult};
 
 /// Read connections to one database; cheap to clone (clones share them).
@@ -171,22 +172,6 @@ impl ReadPool {
 
 /// How long a read waits before trying a locked database again.
 const BUSY_PAUSE: Duration = Duration::from_millis(2);
-
-/// Runs `sql` on `connection` and decodes every row.
-fn query_rows<T>(
-    connection: &rusqlite::Connection,
-    sql: &str,
-    params: impl rusqlite::Params,
-    decode: &impl Fn(&rusqlite::Row<'_>) -> StoreResult<T>,
-) -> StoreResult<Vec<T>> {
-    let mut statement = connection.prepare_cached(sql)?;
-    let mut rows = statement.query(params)?;
-    let mut out = Vec::new();
-    while let Some(row) = rows.next()? {
-        out.push(decode(row)?);
-    }
-    Ok(out)
-}
 
 /// Whether `error` is SQLite saying the database is locked for now.
 fn is_busy(error: &StoreError) -> bool {

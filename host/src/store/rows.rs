@@ -50,6 +50,23 @@ macro_rules! columns_by {
 columns_by!(PgRow, try_get);
 columns_by!(rusqlite::Row<'_>, get);
 
+/// Runs `sql` with `params` on a SQLite connection (a read's or the
+/// writer's) and decodes every row with `decode`.
+pub fn query_rows<T>(
+    connection: &rusqlite::Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    decode: &impl Fn(&rusqlite::Row<'_>) -> StoreResult<T>,
+) -> StoreResult<Vec<T>> {
+    let mut statement = connection.prepare_cached(sql)?;
+    let mut rows = statement.query(params)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(decode(row)?);
+    }
+    Ok(out)
+}
+
 /// The columns [`job_from_row`] reads, in `SELECT` order.
 pub const JOB_COLUMNS: &str = "id, user_id, status, provider, priority, audio_sha256, audio_format, audio_bytes, \
      language, prompt, temperature, model, response_format, attempts, run_at, lease_owner, lease_until, \

@@ -11,7 +11,7 @@ use sqlx::{ConnectOptions, Connection};
 use super::group_commit::Writer;
 use super::read_pool::ReadPool;
 use super::{AcquireObserver, Head, Inserted, Job, JobStatus, LeaseEnd, NewJob, OpenJobs, PoolUsage, Store, StoreError, StoreResult, User};
-use super::rows::{head_from_row, job_from_row, open_jobs_from_row, priority_to_int, user_from_row, user_jobs_from_row, JOB_COLUMNS};
+use super::rows::{head_from_row, job_from_row, open_jobs_from_row, priority_to_int, query_rows, user_from_row, user_jobs_from_row, JOB_COLUMNS};
 
 /// Jobs and users in one SQLite file.
 pub struct SqliteStore {
@@ -34,7 +34,6 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .pragma("temp_store", "memory")
             .busy_timeout(timeout);
         let mut connection = options.connect().await?;
         sqlx::migrate!("./migrations/sqlite").run(&mut connection).await?;
@@ -60,8 +59,8 @@ impl SqliteStore {
     }
 }
 
-/// A value bound to a write's statement (writes run on the writer task, so
-/// they own their arguments).
+/// A value bound to a write's statement (writes run on the writer thread,
+/// so they own their arguments).
 enum Arg {
     Int(i64),
     Text(String),
@@ -107,15 +106,7 @@ impl SqliteStore {
     /// writer; the jobs it returned, once committed.
     async fn write_returning_jobs(&self, sql: String, args: Vec<Arg>) -> StoreResult<Vec<Job>> {
         self.writer
-            .write(move |c| {
-                let mut statement = c.prepare_cached(&sql)?;
-                let mut rows = statement.query(rusqlite::params_from_iter(&args))?;
-                let mut jobs = Vec::new();
-                while let Some(row) = rows.next()? {
-                    jobs.push(job_from_row(row)?);
-                }
-                Ok(jobs)
-            })
+            .write(move |c| query_rows(c, &sql, rusqlite::params_from_iter(&args), &|row| job_from_row(row)))
             .await
     }
 }

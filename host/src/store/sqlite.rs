@@ -230,23 +230,37 @@ impl Store for SqliteStore {
     }
 
     async fn queue_length(&self) -> StoreResult<u64> {
-        let n: Option<i64> = self.pool.rows_aside("SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'running')", [], |row| Ok(row.get(0)?)).await?.pop();
+        let n: Option<i64> = self
+            .pool
+            .rows_aside(
+                "SELECT (SELECT COUNT(*) FROM jobs WHERE status = 'queued') + (SELECT COUNT(*) FROM jobs WHERE status = 'running')",
+                [],
+                |row| Ok(row.get(0)?),
+            )
+            .await?
+            .pop();
         Ok(n.unwrap_or(0).max(0) as u64)
     }
 
     async fn open_jobs(&self) -> StoreResult<Vec<OpenJobs>> {
-        let sql = "SELECT provider, status, COUNT(*) AS n FROM jobs WHERE status IN ('queued', 'running') GROUP BY provider, status";
+        let sql = "SELECT provider, status, COUNT(*) AS n FROM jobs WHERE status = 'queued' GROUP BY provider \
+             UNION ALL SELECT provider, status, COUNT(*) AS n FROM jobs WHERE status = 'running' GROUP BY provider";
         self.pool.rows_aside(sql, [], |row| open_jobs_from_row(row)).await
     }
 
     async fn users_with_open_jobs(&self) -> StoreResult<Vec<String>> {
-        let sql = "SELECT DISTINCT user_id FROM jobs WHERE status IN ('queued', 'running')";
+        let sql = "SELECT user_id FROM jobs WHERE status = 'queued' UNION SELECT user_id FROM jobs WHERE status = 'running'";
         self.pool.rows_aside(sql, [], |row| Ok(row.get(0)?)).await
     }
 
     async fn jobs_by_user(&self, finished_since_ms: i64) -> StoreResult<Vec<(String, JobStatus, u64)>> {
-        let sql = "SELECT u.name AS name, j.status AS status, COUNT(*) AS n FROM jobs j JOIN users u ON u.id = j.user_id \
-             WHERE j.status IN ('queued', 'running') OR j.finished_at >= ?1 GROUP BY u.name, j.status";
+        // Open jobs (finished_at is NULL) and recently finished ones, each
+        // through its own partial index.
+        let sql = "SELECT u.name AS name, j.status AS status, COUNT(*) AS n FROM ( \
+               SELECT user_id, status FROM jobs WHERE status = 'queued' \
+               UNION ALL SELECT user_id, status FROM jobs WHERE status = 'running' \
+               UNION ALL SELECT user_id, status FROM jobs WHERE finished_at >= ?1 AND status NOT IN ('queued', 'running')) j \
+             JOIN users u ON u.id = j.user_id GROUP BY u.name, j.status";
         self.pool.rows_aside(sql, [finished_since_ms], |row| user_jobs_from_row(row)).await
     }
 
@@ -267,9 +281,9 @@ impl Store for SqliteStore {
 
     async fn heads(&self, provider: &str, now_ms: i64, depth: u32) -> StoreResult<Vec<Head>> {
         // Users with queued jobs are enumerated by skip-scan over
-        // `jobs_line` (one index seek per user), their counts taken once
-        // per user, and each user's line read from its start: the cost
-        // grows with active users and `depth`, not with the queue.
+        // `jobs_queued` (one index seek per user), their counts taken once
+        // per user from the open jobs' indexes alone, and each user's line
+        // read from its start.
         let sql = "WITH RECURSIVE users(u) AS ( \
                SELECT (SELECT MIN(user_id) FROM jobs WHERE provider = ?1 AND status = 'queued') \
                UNION ALL \
@@ -289,12 +303,12 @@ impl Store for SqliteStore {
     }
 
     async fn ready_providers(&self, now_ms: i64) -> StoreResult<Vec<String>> {
-        // Distinct providers by skip-scan (a few seeks), each kept if it
-        // has a ready job (one seek).
+        // Providers with queued jobs by skip-scan over `jobs_queued` (a
+        // few seeks), each kept if it has a ready job.
         let sql = "WITH RECURSIVE p(name) AS ( \
-               SELECT (SELECT MIN(provider) FROM jobs) \
+               SELECT (SELECT MIN(provider) FROM jobs WHERE status = 'queued') \
                UNION ALL \
-               SELECT (SELECT MIN(provider) FROM jobs WHERE provider > p.name) FROM p WHERE p.name IS NOT NULL) \
+               SELECT (SELECT MIN(provider) FROM jobs WHERE status = 'queued' AND provider > p.name) FROM p WHERE p.name IS NOT NULL) \
              SELECT name FROM p WHERE name IS NOT NULL AND EXISTS ( \
                SELECT 1 FROM jobs WHERE provider = p.name AND status = 'queued' AND run_at <= ?1)";
         self.pool.column(sql, [now_ms]).await

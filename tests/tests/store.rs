@@ -56,6 +56,7 @@ on_both_backends!(
     only_the_owner_sees_and_cancels_and_only_a_queued_job_is_canceled,
     racing_workers_claim_every_job_exactly_once,
     claims_made_together_take_only_ready_queued_jobs_each_for_its_owner,
+    open_job_figures_follow_every_transition,
 );
 
 fn spec(priority: Priority) -> JobSpec {
@@ -293,4 +294,107 @@ async fn claims_made_together_take_only_ready_queued_jobs_each_for_its_owner(sto
     assert!(store.claim_many(&[], 21, 500).await.unwrap().is_empty());
     assert!(store.succeed("a", "me#1", "{}", 30).await.unwrap(), "each job's owner is its own");
     assert!(!store.succeed("d", "me#1", "{}", 30).await.unwrap());
+}
+
+/// The figures of open jobs (queue length, per provider and status, users
+/// with open jobs, each user's counts in the heads) after each kind of
+/// transition: what the queue limit, queue status and priority policy see.
+async fn open_job_figures_follow_every_transition(store: Arc<dyn Store>) {
+    let [ann, bob] = users(&*store, &["ann", "bob"]).await.try_into().unwrap();
+    let figures = |store: Arc<dyn Store>| async move {
+        let mut open: Vec<(String, JobStatus, u64)> =
+            store.open_jobs().await.unwrap().into_iter().map(|o| (o.provider, o.status, o.count)).collect();
+        open.sort_by_key(|(p, s, _)| (p.clone(), s.as_str()));
+        let mut users = store.users_with_open_jobs().await.unwrap();
+        users.sort();
+        (store.queue_length().await.unwrap(), open, users)
+    };
+    let queued_and_running = |store: Arc<dyn Store>, now: i64| async move {
+        let mut counts: Vec<(String, u32, u32)> =
+            store.heads("openai-whisper", now, 1).await.unwrap().into_iter().map(|h| (h.user_id, h.user_queued, h.user_running)).collect();
+        counts.sort();
+        counts
+    };
+    let whisper = |status, n| ("openai-whisper".to_string(), status, n);
+    for (i, user) in [&ann, &ann, &ann, &ann, &bob].into_iter().enumerate() {
+        submit(&*store, &format!("j{i}"), user, Priority::Normal, 10).await;
+    }
+    let mut both = vec![ann.clone(), bob.clone()];
+    both.sort();
+    assert_eq!(figures(store.clone()).await, (5, vec![whisper(JobStatus::Queued, 5)], both.clone()));
+
+    store.claim("j0", "w#0", 20, 1_000).await.unwrap().expect("claimed");
+    store.claim("j1", "w#1", 20, 1_000).await.unwrap().expect("claimed");
+    assert!(store.retry_later("j1", "w#1", 5_000, &oops()).await.unwrap(), "j1 waits until 5000");
+    store.cancel_job(&ann, "j2", 30).await.unwrap().expect("canceled");
+    let expected = vec![whisper(JobStatus::Queued, 3), whisper(JobStatus::Running, 1)];
+    assert_eq!(figures(store.clone()).await, (4, expected, both.clone()));
+    let mut counts = vec![(ann.clone(), 1, 1), (bob.clone(), 1, 0)];
+    counts.sort();
+    assert_eq!(queued_and_running(store.clone(), 40).await, counts, "ann's retry is not ready at 40");
+    let mut counts = vec![(ann.clone(), 2, 1), (bob.clone(), 1, 0)];
+    counts.sort();
+    assert_eq!(queued_and_running(store.clone(), 5_000).await, counts, "and is at 5000");
+
+    store.claim("j3", "w#3", 40, 100).await.unwrap().expect("claimed");
+    assert_eq!(store.requeue_expired(101).await.unwrap(), 1, "j3's lease ran out");
+    assert!(store.succeed("j0", "w#0", "{}", 50).await.unwrap());
+    store.claim("j4", "w#4", 50, 1_000).await.unwrap().expect("claimed");
+    assert!(store.fail("j4", "w#4", &oops(), 60).await.unwrap());
+    assert_eq!(figures(store.clone()).await, (2, vec![whisper(JobStatus::Queued, 2)], vec![ann.clone()]));
+    assert_eq!(queued_and_running(store.clone(), 200).await, vec![(ann.clone(), 1, 0)]);
+
+    for (id, owner) in [("j1", "w#5"), ("j3", "w#6")] {
+        store.claim(id, owner, 6_000, 9_000).await.unwrap().expect("claimed");
+        assert!(store.succeed(id, owner, "{}", 6_001).await.unwrap());
+    }
+    assert_eq!(figures(store.clone()).await, (0, vec![], vec![]));
+    assert!(store.ready_providers(7_000).await.unwrap().is_empty());
+    assert!(store.heads("openai-whisper", 7_000, 1).await.unwrap().is_empty());
+}
+
+/// A database that already holds open jobs when the counts of open jobs
+/// arrive (migration 0009) starts with them counted: an upgrade with a
+/// queue keeps its queue length, and its users' counts.
+#[tokio::test]
+async fn an_upgraded_sqlite_database_counts_the_jobs_it_already_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let earlier = dir.path().join("migrations");
+    std::fs::create_dir(&earlier).unwrap();
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../host/migrations/sqlite");
+    for entry in std::fs::read_dir(&shipped).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.as_str() < "0009" {
+            std::fs::copy(&path, earlier.join(&name)).unwrap();
+        }
+    }
+    let db = dir.path().join("scribe.db");
+    let url = format!("sqlite://{}", db.display());
+    {
+        use sqlx::{ConnectOptions, Connection};
+        let options: sqlx::sqlite::SqliteConnectOptions = url.parse().unwrap();
+        let mut connection = options.create_if_missing(true).connect().await.unwrap();
+        sqlx::migrate::Migrator::new(earlier.as_path()).await.unwrap().run(&mut connection).await.unwrap();
+        sqlx::raw_sql(
+            "INSERT INTO users (id, name, key_hash, created_at) VALUES ('ann', 'ann', 'h1', 1), ('bob', 'bob', 'h2', 1); \
+             INSERT INTO jobs (id, user_id, status, provider, priority, audio_sha256, audio_format, audio_bytes, \
+               response_format, run_at, created_at, lease_owner, lease_until) VALUES \
+             ('a1', 'ann', 'queued', 'openai-whisper', 1, 'x', 'wav', 1, 'json', 0, 1, NULL, NULL), \
+             ('a2', 'ann', 'queued', 'openai-whisper', 1, 'x', 'wav', 1, 'json', 0, 2, NULL, NULL), \
+             ('b1', 'bob', 'running', 'openai-whisper', 1, 'x', 'wav', 1, 'json', 0, 3, 'w#1', 99), \
+             ('b2', 'bob', 'succeeded', 'openai-whisper', 1, 'x', 'wav', 1, 'json', 0, 4, NULL, NULL);",
+        )
+        .execute(&mut connection)
+        .await
+        .unwrap();
+        connection.close().await.unwrap();
+    }
+    let store = SqliteStore::open(&url, 2, Duration::from_secs(5)).await.expect("migrates the rest");
+    assert_eq!(store.queue_length().await.unwrap(), 3);
+    let counts: Vec<(String, u32, u32)> =
+        store.heads("openai-whisper", 10, 1).await.unwrap().into_iter().map(|h| (h.user_id, h.user_queued, h.user_running)).collect();
+    assert_eq!(counts, vec![("ann".to_string(), 2, 0)]);
+    assert!(store.succeed("b1", "w#1", "{}", 20).await.unwrap());
+    assert_eq!(store.queue_length().await.unwrap(), 2, "the counted running job leaves its count");
 }

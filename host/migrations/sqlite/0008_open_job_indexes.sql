@@ -11,11 +11,11 @@ DROP INDEX jobs_lease;
 DROP INDEX jobs_line;
 DROP INDEX jobs_due;
 DROP INDEX jobs_finished;
--- Users' lines (heads), providers with ready jobs, queued counts.
+-- Users' lines (heads), providers with ready jobs.
 CREATE INDEX jobs_queued ON jobs (provider, user_id, priority DESC, created_at, id, run_at, status) WHERE status = 'queued';
--- The next retry coming due.
-CREATE INDEX jobs_queued_due ON jobs (run_at, status) WHERE status = 'queued';
--- Running counts per user, expired leases.
-CREATE INDEX jobs_running ON jobs (provider, user_id, lease_until, status) WHERE status = 'running';
+-- The next retry coming due; the jobs not due yet, per user.
+CREATE INDEX jobs_queued_due ON jobs (run_at, provider, user_id, status) WHERE status = 'queued';
+-- Expired leases.
+CREATE INDEX jobs_running ON jobs (lease_until, status) WHERE status = 'running';
 -- Recently finished jobs (queue status, audio retention); open jobs have none.
 CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;

@@ -273,8 +273,9 @@ impl Store for PostgresStore {
     }
 
     async fn heads(&self, provider: &str, now_ms: i64, depth: u32) -> StoreResult<Vec<Head>> {
-        // As on SQLite: users with queued jobs by skip-scan over `jobs_line`,
-        // their counts once per user, each user's line read from its start.
+        // Users with queued jobs by skip-scan over `jobs_line`, their counts
+        // once per user (a walk over their open jobs; SQLite keeps these
+        // counts in `open_job_counts`), each user's line read from its start.
         let rows = self
             .fetch_all(
                 sqlx::query(

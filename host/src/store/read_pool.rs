@@ -121,9 +121,30 @@ impl ReadPool {
         decode: impl Fn(&rusqlite::Row<'_>) -> StoreResult<T> + Send,
     ) -> StoreResult<Vec<T>> {
         let connection = self.acquire().await?;
+        self.retrying(connection, move |c| query_rows(c, sql, params.clone(), &decode)).await
+    }
+
+    /// Runs `read`, several statements, on one connection in one read
+    /// transaction, on the calling task's thread (retried as
+    /// [`ReadPool::rows`] is): its statements see one snapshot, and the
+    /// pages they share are read once (SQLite empties a connection's page
+    /// cache when a read transaction begins after a write, so each
+    /// statement on its own would read them again).
+    pub async fn snapshot<T>(&self, read: impl Fn(&rusqlite::Connection) -> StoreResult<T> + Send) -> StoreResult<T> {
+        let connection = self.acquire().await?;
+        self.retrying(connection, move |c| in_read_transaction(c, &read)).await
+    }
+
+    /// `read` on `connection`, again after [`BUSY_PAUSE`] while the
+    /// database is locked, up to the timeout.
+    async fn retrying<T>(
+        &self,
+        connection: ReadConnection,
+        read: impl Fn(&rusqlite::Connection) -> StoreResult<T> + Send,
+    ) -> StoreResult<T> {
         let deadline = Instant::now() + self.inner.timeout;
         loop {
-            match query_rows(&connection, sql, params.clone(), &decode) {
+            match read(&connection) {
                 Err(e) if is_busy(&e) && Instant::now() < deadline => tokio::time::sleep(BUSY_PAUSE).await,
                 done => return done,
             }
@@ -167,6 +188,22 @@ impl ReadPool {
         params: impl rusqlite::Params + Clone + Send,
     ) -> StoreResult<Option<T>> {
         Ok(self.column(sql, params).await?.into_iter().next())
+    }
+}
+
+/// `read` between `BEGIN` and its end: `COMMIT` when it succeeded,
+/// `ROLLBACK` otherwise (a read transaction changes nothing either way).
+fn in_read_transaction<T>(
+    connection: &rusqlite::Connection,
+    read: &impl Fn(&rusqlite::Connection) -> StoreResult<T>,
+) -> StoreResult<T> {
+    connection.prepare_cached("BEGIN")?.execute([])?;
+    let result = read(connection);
+    let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+    let ended = connection.prepare_cached(end).and_then(|mut statement| statement.execute([]));
+    match (result, ended) {
+        (Ok(_), Err(e)) => Err(e.into()),
+        (result, _) => result,
     }
 }
 

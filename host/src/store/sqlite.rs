@@ -230,36 +230,25 @@ impl Store for SqliteStore {
     }
 
     async fn queue_length(&self) -> StoreResult<u64> {
-        let n: Option<i64> = self
-            .pool
-            .rows_aside(
-                "SELECT (SELECT COUNT(*) FROM jobs WHERE status = 'queued') + (SELECT COUNT(*) FROM jobs WHERE status = 'running')",
-                [],
-                |row| Ok(row.get(0)?),
-            )
-            .await?
-            .pop();
+        let n: Option<i64> = self.pool.scalar("SELECT COALESCE(SUM(n), 0) FROM open_job_counts", []).await?;
         Ok(n.unwrap_or(0).max(0) as u64)
     }
 
     async fn open_jobs(&self) -> StoreResult<Vec<OpenJobs>> {
-        let sql = "SELECT provider, status, COUNT(*) AS n FROM jobs WHERE status = 'queued' GROUP BY provider \
-             UNION ALL SELECT provider, status, COUNT(*) AS n FROM jobs WHERE status = 'running' GROUP BY provider";
-        self.pool.rows_aside(sql, [], |row| open_jobs_from_row(row)).await
+        let sql = "SELECT provider, status, SUM(n) AS n FROM open_job_counts GROUP BY provider, status";
+        self.pool.rows(sql, [], |row| open_jobs_from_row(row)).await
     }
 
     async fn users_with_open_jobs(&self) -> StoreResult<Vec<String>> {
-        let sql = "SELECT user_id FROM jobs WHERE status = 'queued' UNION SELECT user_id FROM jobs WHERE status = 'running'";
-        self.pool.rows_aside(sql, [], |row| Ok(row.get(0)?)).await
+        self.pool.column("SELECT DISTINCT user_id FROM open_job_counts", []).await
     }
 
     async fn jobs_by_user(&self, finished_since_ms: i64) -> StoreResult<Vec<(String, JobStatus, u64)>> {
-        // Open jobs (finished_at is NULL) and recently finished ones, each
-        // through its own partial index.
-        let sql = "SELECT u.name AS name, j.status AS status, COUNT(*) AS n FROM ( \
-               SELECT user_id, status FROM jobs WHERE status = 'queued' \
-               UNION ALL SELECT user_id, status FROM jobs WHERE status = 'running' \
-               UNION ALL SELECT user_id, status FROM jobs WHERE finished_at >= ?1 AND status NOT IN ('queued', 'running')) j \
+        // Open jobs from their counts, recently finished ones through
+        // `jobs_finished` (open jobs have no finished_at).
+        let sql = "SELECT u.name AS name, j.status AS status, SUM(j.n) AS n FROM ( \
+               SELECT user_id, status, n FROM open_job_counts \
+               UNION ALL SELECT user_id, status, 1 AS n FROM jobs WHERE finished_at >= ?1 AND status NOT IN ('queued', 'running')) j \
              JOIN users u ON u.id = j.user_id GROUP BY u.name, j.status";
         self.pool.rows_aside(sql, [finished_since_ms], |row| user_jobs_from_row(row)).await
     }
@@ -280,37 +269,39 @@ impl Store for SqliteStore {
     }
 
     async fn heads(&self, provider: &str, now_ms: i64, depth: u32) -> StoreResult<Vec<Head>> {
-        // Users with queued jobs are enumerated by skip-scan over
-        // `jobs_queued` (one index seek per user), their counts taken once
-        // per user from the open jobs' indexes alone, and each user's line
-        // read from its start.
-        let sql = "WITH RECURSIVE users(u) AS ( \
-               SELECT (SELECT MIN(user_id) FROM jobs WHERE provider = ?1 AND status = 'queued') \
-               UNION ALL \
-               SELECT (SELECT MIN(user_id) FROM jobs WHERE provider = ?1 AND status = 'queued' AND user_id > users.u) \
-               FROM users WHERE users.u IS NOT NULL), \
-             counts AS MATERIALIZED ( \
-               SELECT u, \
-                 (SELECT COUNT(*) FROM jobs WHERE provider = ?1 AND status = 'queued' AND user_id = u AND run_at <= ?2) AS queued, \
-                 (SELECT COUNT(*) FROM jobs WHERE provider = ?1 AND status = 'running' AND user_id = u) AS running \
-               FROM users WHERE u IS NOT NULL) \
-             SELECT j.id, j.user_id, j.priority, j.created_at, c.queued, c.running, NULL AS last_dispatch \
-             FROM counts c JOIN jobs j ON j.id IN ( \
-               SELECT id FROM jobs WHERE provider = ?1 AND status = 'queued' AND user_id = c.u AND run_at <= ?2 \
-               ORDER BY priority DESC, created_at, id LIMIT ?3) \
-             ORDER BY j.user_id, j.priority DESC, j.created_at, j.id";
-        self.pool.rows(sql, (provider, now_ms, i64::from(depth)), |row| head_from_row(row)).await
+        // Users with queued jobs and their counts from `open_job_counts`
+        // (one row each), less the jobs not due yet (`jobs_queued_due`: the
+        // unary `+` keeps SQLite on that index, so only waiting retries are
+        // walked); then each user's line from its start, answered by
+        // `jobs_queued` alone. One snapshot; the cost grows with active
+        // users and `depth`, not with the queue.
+        const USERS: &str = "SELECT q.user_id, \
+               q.n - (SELECT COUNT(*) FROM jobs WHERE status = 'queued' AND run_at > ?2 \
+                      AND +provider = ?1 AND +user_id = q.user_id) AS queued, \
+               COALESCE((SELECT r.n FROM open_job_counts r \
+                         WHERE r.provider = ?1 AND r.status = 'running' AND r.user_id = q.user_id), 0) AS running \
+             FROM open_job_counts q WHERE q.provider = ?1 AND q.status = 'queued' ORDER BY q.user_id";
+        const LINE: &str = "SELECT id, user_id, priority, created_at, ?5 AS queued, ?6 AS running, NULL AS last_dispatch \
+             FROM jobs WHERE provider = ?1 AND status = 'queued' AND user_id = ?2 AND run_at <= ?3 \
+             ORDER BY priority DESC, created_at, id LIMIT ?4";
+        self.pool
+            .snapshot(move |c| {
+                let users = query_rows(c, USERS, (provider, now_ms), &|row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?)))?;
+                let mut heads = Vec::new();
+                for (user, queued, running) in users.into_iter().filter(|(_, queued, _)| *queued > 0) {
+                    let line = (provider, user.as_str(), now_ms, i64::from(depth), queued, running);
+                    heads.extend(query_rows(c, LINE, line, &|row| head_from_row(row))?);
+                }
+                Ok(heads)
+            })
+            .await
     }
 
     async fn ready_providers(&self, now_ms: i64) -> StoreResult<Vec<String>> {
-        // Providers with queued jobs by skip-scan over `jobs_queued` (a
-        // few seeks), each kept if it has a ready job.
-        let sql = "WITH RECURSIVE p(name) AS ( \
-               SELECT (SELECT MIN(provider) FROM jobs WHERE status = 'queued') \
-               UNION ALL \
-               SELECT (SELECT MIN(provider) FROM jobs WHERE status = 'queued' AND provider > p.name) FROM p WHERE p.name IS NOT NULL) \
-             SELECT name FROM p WHERE name IS NOT NULL AND EXISTS ( \
-               SELECT 1 FROM jobs WHERE provider = p.name AND status = 'queued' AND run_at <= ?1)";
+        // Per user with queued jobs (`open_job_counts`), whether the front
+        // of their line in `jobs_queued` holds a ready job.
+        let sql = "SELECT DISTINCT c.provider FROM open_job_counts c WHERE c.status = 'queued' AND EXISTS ( \
+               SELECT 1 FROM jobs WHERE provider = c.provider AND status = 'queued' AND user_id = c.user_id AND run_at <= ?1)";
         self.pool.column(sql, [now_ms]).await
     }
 

@@ -298,8 +298,9 @@ impl Store for SqliteStore {
     }
 
     async fn ready_providers(&self, now_ms: i64) -> StoreResult<Vec<String>> {
-        // Per user with queued jobs (`open_job_counts`), whether the front
-        // of their line in `jobs_queued` holds a ready job.
+        // Per user with queued jobs (`open_job_counts`), whether their line
+        // in `jobs_queued` holds a ready job (walked from its front, so
+        // only retries not due yet are passed over).
         let sql = "SELECT DISTINCT c.provider FROM open_job_counts c WHERE c.status = 'queued' AND EXISTS ( \
                SELECT 1 FROM jobs WHERE provider = c.provider AND status = 'queued' AND user_id = c.user_id AND run_at <= ?1)";
         self.pool.column(sql, [now_ms]).await

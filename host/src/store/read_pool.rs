@@ -100,8 +100,11 @@ impl Deref for ReadConnection {
 }
 
 impl Drop for ReadConnection {
+    /// Back to the pool, unless a transaction is still open on it (its end
+    /// failed): that connection would keep its old snapshot, so it is
+    /// closed instead.
     fn drop(&mut self) {
-        if let Some(connection) = self.connection.take() {
+        if let Some(connection) = self.connection.take().filter(|c| c.is_autocommit()) {
             self.inner.idle.lock().unwrap_or_else(|p| p.into_inner()).push(connection);
         }
     }
@@ -214,4 +217,24 @@ const BUSY_PAUSE: Duration = Duration::from_millis(2);
 fn is_busy(error: &StoreError) -> bool {
     use rusqlite::ErrorCode::{DatabaseBusy, DatabaseLocked};
     matches!(error, StoreError::Sqlite(e) if matches!(e.sqlite_error_code(), Some(DatabaseBusy | DatabaseLocked)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_connection_left_inside_a_transaction_is_not_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("reads.db");
+        rusqlite::Connection::open(&path).unwrap().execute_batch("CREATE TABLE t (x INTEGER)").unwrap();
+        let pool = ReadPool::new(path, 2, Duration::from_secs(1));
+        drop(pool.acquire().await.unwrap());
+        assert_eq!(pool.usage().idle, 1, "a clean connection goes back");
+        let stuck = pool.acquire().await.unwrap();
+        stuck.execute_batch("BEGIN; SELECT COUNT(*) FROM t;").unwrap();
+        drop(stuck);
+        assert_eq!(pool.usage().idle, 0, "one still in a transaction is closed");
+        assert_eq!(pool.scalar::<i64>("SELECT COUNT(*) FROM t", []).await.unwrap(), Some(0), "and the next read opens a new one");
+    }
 }

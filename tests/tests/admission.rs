@@ -37,7 +37,7 @@ async fn fleet(database: &TestDatabase, jobs: usize) -> Vec<Arc<FleetAdmission>>
             model: None,
             response_format: "json".into(),
         };
-        let job = NewJob { id: format!("j{i:03}"), user_id: user.clone(), spec, idempotency_key: None, now_ms: 1, cache_key: format!("k{i}"), cached_transcript: None };
+        let job = NewJob { id: format!("j{i:03}"), user_id: user.clone(), spec, idempotency_key: None, now_ms: 1, cache_key: format!("k{i}"), cached_transcript: None, audio_write: None };
         store.insert_job(job).await.expect("insert");
     }
     admissions

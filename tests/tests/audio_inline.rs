@@ -7,8 +7,9 @@
 use std::time::{Duration, SystemTime};
 
 use reqwest::StatusCode;
-use scribe_host::audio::{AudioError, AudioStore, InlineAudioStore, LocalAudioStore};
-use scribe_host::store::SqliteStore;
+use scribe_host::audio::{AudioError, AudioStore, InlineAudioStore, LocalAudioStore, StoredAudio};
+use scribe_host::plugins::types::Priority;
+use scribe_host::store::{Inserted, JobSpec, JobStatus, NewJob, SqliteStore, Store, StoreError};
 use scribe_tests::{test_config, upload, wav};
 
 /// The largest upload kept as a row in these tests.
@@ -103,6 +104,62 @@ async fn retention_removes_a_row_only_if_no_put_stored_it_since() {
     assert!(rig.audio.delete_if_stored_before(&first.sha256, later).await.unwrap());
     assert!(!rig.audio.exists(&first.sha256).await.unwrap());
     assert!(rig.audio.get(&first.sha256).await.unwrap_err().is_not_found(), "not served from memory either");
+}
+
+/// A job naming `audio`, inserted to commit only with its audio's write.
+fn job_of(user_id: &str, id: &str, audio: &StoredAudio) -> NewJob {
+    let spec = JobSpec {
+        provider: "openai-whisper".into(),
+        priority: Priority::Normal,
+        audio_sha256: audio.sha256.clone(),
+        audio_format: audio.format.extension().into(),
+        audio_bytes: audio.bytes,
+        language: None,
+        prompt: None,
+        temperature: None,
+        model: None,
+        response_format: "json".into(),
+    };
+    NewJob {
+        id: id.into(),
+        user_id: user_id.into(),
+        spec,
+        idempotency_key: None,
+        now_ms: 1,
+        cache_key: id.into(),
+        cached_transcript: None,
+        audio_write: audio.pending.clone(),
+    }
+}
+
+/// A submit does not wait for its audio row's commit on its own: the job's
+/// insert commits with it, and a job whose audio row failed is refused.
+#[tokio::test]
+async fn a_job_commits_only_with_its_audio_row() {
+    let rig = rig().await;
+    let store = &rig.database;
+    let ann = store.create_user("ann", "hash", 1).await.unwrap();
+
+    let stored = rig.audio.put_deferred(upload(&wav(7, 1_000), 700), 1 << 20).await.expect("stored");
+    let row_write = stored.pending.clone().expect("a row's write is not awaited");
+    let Inserted::Created(job) = store.insert_job(job_of(&ann.id, "j1", &stored)).await.expect("the job commits") else {
+        panic!("a new job")
+    };
+    assert_eq!(job.status, JobStatus::Queued);
+    row_write.committed().await.expect("its audio committed with it, or before");
+    assert_eq!(rig.rows().await, 1);
+
+    let filed = rig.audio.put_deferred(upload(&wav(8, 10_000), 700), 1 << 20).await.expect("stored");
+    assert!(filed.pending.is_none(), "a file is durable when put answers");
+    assert!(rig.audio.exists(&filed.sha256).await.unwrap());
+
+    // A row whose write failed (here: a statement the database refuses).
+    let failed = store.writer().send(|c| Ok(c.execute("INSERT INTO missing (x) VALUES (1)", []).map(|_| ())?)).unwrap();
+    let lost = StoredAudio { pending: Some(failed), ..rig.audio.put(upload(&wav(9, 1_000), 700), 1 << 20).await.unwrap() };
+    let refused = store.insert_job(job_of(&ann.id, "j2", &lost)).await.expect_err("no job without its audio");
+    assert!(matches!(refused, StoreError::DependencyFailed(_)), "{refused}");
+    assert_eq!(store.job_by_id("j2").await.unwrap(), None);
+    assert_eq!(store.queue_length().await.unwrap(), 1, "the first job only");
 }
 
 /// Returns once the wall clock is past `at` (stamps are wall-clock ms).

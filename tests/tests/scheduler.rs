@@ -93,7 +93,7 @@ impl Engine {
                     response_format: "json".into(),
                 };
                 let id = format!("job-{n:05}");
-                let job = NewJob { id: id.clone(), user_id: user.clone(), spec, idempotency_key: None, now_ms: scribe_host::clock::now_ms(), cache_key: id.clone(), cached_transcript: None };
+                let job = NewJob { id: id.clone(), user_id: user.clone(), spec, idempotency_key: None, now_ms: scribe_host::clock::now_ms(), cache_key: id.clone(), cached_transcript: None, audio_write: None };
                 assert!(matches!(self.store.insert_job(job).await.unwrap(), Inserted::Created(_)));
                 ids.entry(user.clone()).or_default().push(id);
                 n += 1;

@@ -75,7 +75,7 @@ fn spec(priority: Priority) -> JobSpec {
 }
 
 async fn submit(store: &dyn Store, id: &str, user: &str, priority: Priority, now: i64) -> String {
-    let job = NewJob { id: id.into(), user_id: user.into(), spec: spec(priority), idempotency_key: None, now_ms: now, cache_key: format!("key-{id}"), cached_transcript: None };
+    let job = NewJob { id: id.into(), user_id: user.into(), spec: spec(priority), idempotency_key: None, now_ms: now, cache_key: format!("key-{id}"), cached_transcript: None, audio_write: None };
     match store.insert_job(job).await.expect("insert") {
         Inserted::Created(job) => job.id,
         Inserted::Existing(_) => panic!("no idempotency key, yet an existing job"),
@@ -105,14 +105,14 @@ async fn users_are_unique_by_name_and_found_by_key_hash(store: Arc<dyn Store>) {
 async fn a_cached_transcript_finishes_a_job_at_insert_and_is_found_by_key(store: Arc<dyn Store>) {
     let [ann] = users(&*store, &["ann"]).await.try_into().unwrap();
     assert_eq!(store.cached_transcript("k").await.unwrap(), None);
-    let queued = NewJob { id: "j1".into(), user_id: ann.clone(), spec: spec(Priority::Normal), idempotency_key: None, now_ms: 5, cache_key: "k".into(), cached_transcript: None };
+    let queued = NewJob { id: "j1".into(), user_id: ann.clone(), spec: spec(Priority::Normal), idempotency_key: None, now_ms: 5, cache_key: "k".into(), cached_transcript: None, audio_write: None };
     store.insert_job(queued).await.unwrap();
     assert_eq!(store.cached_transcript("k").await.unwrap(), None, "only a succeeded job's transcript counts");
     store.claim("j1", "w", 6, 100).await.unwrap().expect("claimed");
     assert!(store.succeed("j1", "w", r#"{"text":"hi"}"#, 7).await.unwrap());
     assert_eq!(store.cached_transcript("k").await.unwrap().as_deref(), Some(r#"{"text":"hi"}"#));
 
-    let hit = NewJob { id: "j2".into(), user_id: ann, spec: spec(Priority::Normal), idempotency_key: None, now_ms: 9, cache_key: "k".into(), cached_transcript: Some(r#"{"text":"hi"}"#.into()) };
+    let hit = NewJob { id: "j2".into(), user_id: ann, spec: spec(Priority::Normal), idempotency_key: None, now_ms: 9, cache_key: "k".into(), cached_transcript: Some(r#"{"text":"hi"}"#.into()), audio_write: None };
     let Inserted::Created(job) = store.insert_job(hit).await.unwrap() else { panic!("created") };
     assert_eq!((job.status, job.attempts, job.started_at_ms, job.finished_at_ms), (JobStatus::Succeeded, 0, Some(9), Some(9)));
     assert_eq!(store.transcript("j2").await.unwrap().as_deref(), Some(r#"{"text":"hi"}"#));
@@ -129,6 +129,7 @@ async fn an_idempotency_key_returns_the_first_job(store: Arc<dyn Store>) {
         now_ms: 5,
         cache_key: "same-audio".into(),
         cached_transcript: None,
+        audio_write: None,
     };
     let Inserted::Created(first) = store.insert_job(new("j1", &ann)).await.unwrap() else { panic!("created") };
     assert_eq!(first.status, JobStatus::Queued);

@@ -23,7 +23,7 @@ use crate::config::LOCAL_PROVIDER;
 use crate::models;
 use crate::plugins::types::{Priority, ProviderInfo};
 use crate::plugins::World;
-use crate::store::{Inserted, JobSpec, JobStatus, NewJob};
+use crate::store::{Inserted, JobSpec, JobStatus, NewJob, PendingWrite};
 
 /// The largest text field of a multipart submit (a prompt, a language...).
 const MAX_FIELD_BYTES: usize = 64 * 1024;
@@ -157,6 +157,7 @@ pub(super) async fn enqueue(
         )
         .with_header(header::RETRY_AFTER, "5"));
     }
+    let audio_write = audio.pending;
     let spec = JobSpec {
         provider: options.provider,
         priority: options.priority,
@@ -169,7 +170,7 @@ pub(super) async fn enqueue(
         model: options.model,
         response_format: options.response_format,
     };
-    let inserted = insert(state, user_id, spec, idempotency_key).await;
+    let inserted = insert(state, user_id, spec, idempotency_key, audio_write).await;
     if !matches!(inserted, Ok(Inserted::Created(ref job)) if job.status == JobStatus::Queued) {
         state.queue_limit.release();
     }
@@ -177,8 +178,15 @@ pub(super) async fn enqueue(
 }
 
 /// Looks the transcript up in the cache and inserts the job (already
-/// succeeded on a hit); the scheduler is woken for a new queued job.
-async fn insert(state: &AppState, user_id: String, spec: JobSpec, idempotency_key: Option<String>) -> Result<Inserted, Problem> {
+/// succeeded on a hit), committing only with its audio's `audio_write`;
+/// the scheduler is woken for a new queued job.
+async fn insert(
+    state: &AppState,
+    user_id: String,
+    spec: JobSpec,
+    idempotency_key: Option<String>,
+    audio_write: Option<PendingWrite>,
+) -> Result<Inserted, Problem> {
     let cache_key = crate::cache::key(&spec);
     let cached = state.cache.lookup(&cache_key).await.map_err(store_problem)?;
     let job = NewJob {
@@ -189,6 +197,7 @@ async fn insert(state: &AppState, user_id: String, spec: JobSpec, idempotency_ke
         now_ms: now_ms(),
         cache_key,
         cached_transcript: cached.map(|t| t.as_ref().clone()),
+        audio_write,
     };
     let inserted = state.store.insert_job(job).await.map_err(store_problem)?;
     if let Inserted::Created(job) = &inserted {
@@ -222,7 +231,7 @@ async fn store_audio(
         Origin::Upload => "file",
         Origin::Download => "audio_url",
     };
-    match state.audio.put(stream, state.config.max_upload_bytes).await {
+    match state.audio.put_deferred(stream, state.config.max_upload_bytes).await {
         Ok(stored) => Ok(stored),
         Err(AudioError::TooLarge { limit }) => Err(Problem::new(
             StatusCode::PAYLOAD_TOO_LARGE,

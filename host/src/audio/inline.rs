@@ -12,6 +12,9 @@
 //!
 //! Every write of the table goes through the one writer, so a `put`
 //! re-stamping a row and retention's guarded delete of it never interleave.
+//! A submit does not wait for its row's commit on its own
+//! ([`AudioStore::put_deferred`]): the job's insert is made to commit only
+//! with it, so both share one commit.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -61,7 +64,8 @@ impl InlineAudioStore {
         Self { reads: database.read_pool().clone(), writer: database.writer().clone(), files, inline_max, recent }
     }
 
-    /// Keeps a whole upload, read into `held`, as a row.
+    /// Keeps a whole upload, read into `held`, as a row. The row's write
+    /// is sent, not awaited: it is [`StoredAudio::pending`].
     async fn put_row(&self, held: Vec<Bytes>, size: u64, limit: u64) -> Result<StoredAudio, AudioError> {
         let mut sink = MemorySink(Vec::with_capacity(size as usize));
         let stored = read_upload(stream::iter(held.into_iter().map(Ok)).boxed(), limit, &mut sink).await?;
@@ -69,11 +73,15 @@ impl InlineAudioStore {
         let copy = Bytes::copy_from_slice(&data);
         let sql = "INSERT INTO audio_inline (sha256, data, stored_at) VALUES (?1, ?2, ?3) \
                    ON CONFLICT (sha256) DO UPDATE SET stored_at = excluded.stored_at";
-        self.writer
-            .write(move |c| Ok(c.prepare_cached(sql)?.execute(rusqlite::params![sha256, data, now])?))
-            .await?;
+        let pending = self.writer.send(move |c| {
+            c.prepare_cached(sql)?.execute(rusqlite::params![sha256, data, now])?;
+            Ok(())
+        })?;
+        // Before the commit: should it fail, no job names this audio (it
+        // commits only with the row), and a later row of the same hash
+        // holds the same bytes.
         self.recent.insert(stored.sha256.clone(), copy);
-        Ok(stored)
+        Ok(StoredAudio { pending: Some(pending), ..stored })
     }
 
     /// Deletes the row of `sha256` if stamped before `before_ms`, through
@@ -94,7 +102,17 @@ impl InlineAudioStore {
 
 #[async_trait::async_trait]
 impl AudioStore for InlineAudioStore {
-    async fn put(&self, mut stream: BoxStream<'_, Result<Bytes, std::io::Error>>, limit: u64) -> Result<StoredAudio, AudioError> {
+    async fn put(&self, stream: BoxStream<'_, Result<Bytes, std::io::Error>>, limit: u64) -> Result<StoredAudio, AudioError> {
+        let mut stored = self.put_deferred(stream, limit).await?;
+        if let Some(pending) = stored.pending.take() {
+            pending.committed().await?;
+        }
+        Ok(stored)
+    }
+
+    /// A row when the upload ends within `inline_max` bytes (its write not
+    /// awaited), else a file (durable when this answers).
+    async fn put_deferred(&self, mut stream: BoxStream<'_, Result<Bytes, std::io::Error>>, limit: u64) -> Result<StoredAudio, AudioError> {
         let mut held = Vec::new();
         let mut size: u64 = 0;
         while size <= self.inline_max {

@@ -76,7 +76,7 @@ impl AudioError {
 }
 
 /// What [`AudioStore::put`] stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct StoredAudio {
     /// The content's sha256, 64 lowercase hex digits: its name in the store.
     pub sha256: String,
@@ -84,6 +84,10 @@ pub struct StoredAudio {
     pub format: AudioFormat,
     /// The length in bytes.
     pub bytes: u64,
+    /// The write that stores it, when the store answered before that
+    /// write committed ([`AudioStore::put_deferred`] only): the audio is
+    /// durable once it commits.
+    pub pending: Option<crate::store::PendingWrite>,
 }
 
 /// Where uploaded audio lives, by content hash.
@@ -97,6 +101,16 @@ pub trait AudioStore: Send + Sync {
     /// not accepted audio is [`AudioError::NotAudio`]. Nothing is kept on
     /// any error. Audio already stored under the same hash is kept as it is.
     async fn put(&self, stream: BoxStream<'_, Result<Bytes, std::io::Error>>, limit: u64) -> Result<StoredAudio, AudioError>;
+
+    /// [`AudioStore::put`], except that it may answer before the audio is
+    /// durable: then [`StoredAudio::pending`] names the write that makes it
+    /// so. A job inserted with that write ([`crate::store::NewJob`]'s
+    /// `audio_write`) commits only if the write does, so a submit waits
+    /// for one commit instead of two in a row. Stores whose `put` is
+    /// durable when it answers keep this default.
+    async fn put_deferred(&self, stream: BoxStream<'_, Result<Bytes, std::io::Error>>, limit: u64) -> Result<StoredAudio, AudioError> {
+        self.put(stream, limit).await
+    }
 
     /// The whole audio stored under `sha256` (the provider call needs it
     /// whole); a missing file is an `Io` error for which

@@ -54,5 +54,5 @@ pub(super) async fn read_upload(
         return Err(AudioError::Empty);
     }
     let format = format::sniff(&head)?;
-    Ok(StoredAudio { sha256: hex::encode(hasher.finalize()), format, bytes: seen })
+    Ok(StoredAudio { sha256: hex::encode(hasher.finalize()), format, bytes: seen, pending: None })
 }

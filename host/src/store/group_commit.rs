@@ -19,11 +19,21 @@
 //! trips, not SQLite, were most of the writer's time (about 180 us per
 //! statement, measured), and the writer is the one serial part of the
 //! store.
+//!
+//! A write may also be sent without waiting for its commit
+//! ([`Writer::send`]), and a later write made to commit only with it
+//! ([`Writer::write_after`]): a submit's audio row and its job then share
+//! one commit instead of waiting for two in a row, and the job can never
+//! commit without its audio. The writer runs writes in the order they were
+//! sent and answers a group before it starts the next, so when the later
+//! write runs, the earlier one has either committed, failed, or ran in the
+//! same transaction (and commits or fails with it).
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{StoreError, StoreResult};
 
@@ -35,10 +45,61 @@ type Deliver = Box<dyn FnOnce(Result<(), &rusqlite::Error>) + Send>;
 /// One write, run inside the writer's open transaction.
 type Op = Box<dyn FnOnce(&rusqlite::Connection) -> Deliver + Send>;
 
+/// Numbers the writers of this process, so a [`PendingWrite`] knows whose
+/// it is.
+static WRITERS: AtomicU64 = AtomicU64::new(0);
+
 /// The handle writes are sent through; cheap to clone.
 #[derive(Clone)]
 pub struct Writer {
     ops: mpsc::UnboundedSender<Op>,
+    id: u64,
+}
+
+/// What became of a write sent with [`Writer::send`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Fate {
+    /// Not run yet (or dropped unrun, when its sender is gone).
+    Waiting,
+    /// Ran without error in the writer's open transaction.
+    Ran,
+    /// Its transaction committed.
+    Committed,
+    /// The statement or its transaction failed: the write did not happen.
+    Failed(String),
+}
+
+/// A write sent to the writer whose commit was not awaited
+/// ([`Writer::send`]). A later write can be made to commit only with it
+/// ([`Writer::write_after`]), and its commit can be awaited.
+#[derive(Debug, Clone)]
+pub struct PendingWrite {
+    writer: u64,
+    fate: watch::Receiver<Fate>,
+}
+
+impl PendingWrite {
+    /// Returns once the write committed; an error if it did not.
+    pub async fn committed(&self) -> StoreResult<()> {
+        let mut fate = self.fate.clone();
+        let settled = fate.wait_for(|f| matches!(f, Fate::Committed | Fate::Failed(_))).await.map(|f| f.clone());
+        match settled {
+            Ok(Fate::Committed) => Ok(()),
+            Ok(Fate::Failed(why)) => Err(StoreError::DependencyFailed(why)),
+            _ => Err(StoreError::DependencyFailed("the store's writer dropped it unrun".into())),
+        }
+    }
+
+    /// On the writer thread, just before a write that must commit only
+    /// with this one: whether this one has committed or ran in the same
+    /// open transaction; otherwise why not.
+    fn check_before_follower(&self) -> StoreResult<()> {
+        match &*self.fate.borrow() {
+            Fate::Ran | Fate::Committed => Ok(()),
+            Fate::Failed(why) => Err(StoreError::DependencyFailed(why.clone())),
+            Fate::Waiting => Err(StoreError::DependencyFailed("it has not run (dropped unrun, or sent after)".into())),
+        }
+    }
 }
 
 impl Writer {
@@ -52,7 +113,56 @@ impl Writer {
             .name("scribe-writer".into())
             .spawn(move || run(connection, queue))
             .map_err(|e| StoreError::Commit(format!("the store's writer thread did not start: {e}")))?;
-        Ok(Self { ops })
+        Ok(Self { ops, id: WRITERS.fetch_add(1, Ordering::Relaxed) })
+    }
+
+    /// Sends `statement` to run in the next group transaction without
+    /// waiting for its commit: what became of it is the returned
+    /// [`PendingWrite`]'s to tell.
+    pub fn send<F>(&self, statement: F) -> StoreResult<PendingWrite>
+    where
+        F: FnOnce(&rusqlite::Connection) -> StoreResult<()> + Send + 'static,
+    {
+        let (tell, fate) = watch::channel(Fate::Waiting);
+        let op: Op = Box::new(move |connection| {
+            let ran = statement(connection);
+            tell.send_replace(match &ran {
+                Ok(()) => Fate::Ran,
+                Err(e) => Fate::Failed(e.to_string()),
+            });
+            Box::new(move |commit: Result<(), &rusqlite::Error>| {
+                if ran.is_ok() {
+                    tell.send_replace(match commit {
+                        Ok(()) => Fate::Committed,
+                        Err(e) => Fate::Failed(format!("database commit: {e}")),
+                    });
+                }
+            })
+        });
+        self.ops.send(op).map_err(|_| StoreError::Commit("the store's writer has stopped".into()))?;
+        Ok(PendingWrite { writer: self.id, fate })
+    }
+
+    /// [`Writer::write`], committing only if `after` (when given) commits
+    /// too: it runs only if `after` has committed or ran earlier in the
+    /// same transaction, and fails with [`StoreError::DependencyFailed`]
+    /// otherwise. A write another writer is pending on is awaited first.
+    pub async fn write_after<T, F>(&self, after: Option<&PendingWrite>, statement: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let Some(after) = after else { return self.write(statement).await };
+        if after.writer != self.id {
+            after.committed().await?;
+            return self.write(statement).await;
+        }
+        let after = after.clone();
+        self.write(move |connection| {
+            after.check_before_follower()?;
+            statement(connection)
+        })
+        .await
     }
 
     /// Runs `statement` in the next group transaction (on the writer
@@ -107,5 +217,63 @@ fn run(connection: rusqlite::Connection, mut queue: mpsc::UnboundedReceiver<Op>)
         for deliver in delivers {
             deliver(commit.as_ref().map(|_| ()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer on a new database with one table `t (x)`, and a way to
+    /// count its rows.
+    async fn writer_on(dir: &tempfile::TempDir) -> (Writer, impl Fn() -> i64) {
+        let path = dir.path().join("writes.db");
+        rusqlite::Connection::open(&path).unwrap().execute_batch("CREATE TABLE t (x INTEGER)").unwrap();
+        let writer = Writer::start(&path, Duration::from_secs(1)).unwrap();
+        let count = move || rusqlite::Connection::open(&path).unwrap().query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0)).unwrap();
+        (writer, count)
+    }
+
+    fn insert(x: i64) -> impl FnOnce(&rusqlite::Connection) -> StoreResult<()> + Send + 'static {
+        move |c| Ok(c.execute("INSERT INTO t (x) VALUES (?1)", [x]).map(|_| ())?)
+    }
+
+    fn failing(c: &rusqlite::Connection) -> StoreResult<()> {
+        Ok(c.execute("INSERT INTO missing (x) VALUES (1)", []).map(|_| ())?)
+    }
+
+    #[tokio::test]
+    async fn a_write_after_a_sent_write_commits_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, count) = writer_on(&dir).await;
+        let sent = writer.send(insert(1)).unwrap();
+        writer.write_after(Some(&sent), insert(2)).await.expect("the follower commits");
+        sent.committed().await.expect("and the write it followed had committed");
+        assert_eq!(count(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_write_after_a_failed_write_does_not_happen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, count) = writer_on(&dir).await;
+        let sent = writer.send(failing).unwrap();
+        let refused = writer.write_after(Some(&sent), insert(2)).await.expect_err("the follower is refused");
+        assert!(matches!(refused, StoreError::DependencyFailed(ref why) if why.contains("missing")), "{refused}");
+        assert!(matches!(sent.committed().await, Err(StoreError::DependencyFailed(_))));
+        writer.write(insert(3)).await.expect("other writes go on");
+        assert_eq!(count(), 1, "only the unrelated write happened");
+    }
+
+    #[tokio::test]
+    async fn a_write_after_another_writers_write_waits_for_its_fate() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, count) = writer_on(&dir).await;
+        let other = Writer::start(&dir.path().join("writes.db"), Duration::from_secs(1)).unwrap();
+        let sent = other.send(insert(1)).unwrap();
+        writer.write_after(Some(&sent), insert(2)).await.expect("after the other's commit");
+        let failed = other.send(failing).unwrap();
+        let refused = writer.write_after(Some(&failed), insert(3)).await.expect_err("the other's write failed");
+        assert!(matches!(refused, StoreError::DependencyFailed(_)), "{refused}");
+        assert_eq!(count(), 2);
     }
 }

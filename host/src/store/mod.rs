@@ -15,6 +15,7 @@ mod rows;
 mod sqlite;
 mod types;
 
+pub use group_commit::PendingWrite;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 pub use types::{Head, Inserted, Job, JobError, JobSpec, JobStatus, LeaseEnd, NewJob, User};
@@ -44,6 +45,10 @@ pub enum StoreError {
     /// A stored value does not parse (a bug or a foreign write).
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// A write this one had to commit with did not happen (see
+    /// [`group_commit::PendingWrite`]), so this one did not either.
+    #[error("a write this one depends on did not happen: {0}")]
+    DependencyFailed(String),
 }
 
 /// How many jobs of one provider are in one open status.

@@ -151,6 +151,11 @@ impl Store for PostgresStore {
     }
 
     async fn insert_job(&self, job: NewJob) -> StoreResult<Inserted> {
+        // The audio's write is not this database's: it must have committed
+        // before the job may.
+        if let Some(audio_write) = &job.audio_write {
+            audio_write.committed().await?;
+        }
         let spec = &job.spec;
         let sql = format!(
             "INSERT INTO jobs (id, user_id, status, provider, priority, audio_sha256, audio_format, audio_bytes, \

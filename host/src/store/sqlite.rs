@@ -8,7 +8,7 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection};
 
-use super::group_commit::Writer;
+use super::group_commit::{PendingWrite, Writer};
 use super::read_pool::ReadPool;
 use super::{AcquireObserver, Head, Inserted, Job, JobStatus, LeaseEnd, NewJob, OpenJobs, PoolUsage, Store, StoreError, StoreResult, User};
 use super::rows::{head_from_row, job_from_row, open_jobs_from_row, priority_to_int, query_rows, user_from_row, user_jobs_from_row, JOB_COLUMNS};
@@ -103,10 +103,11 @@ impl SqliteStore {
     }
 
     /// Runs one write statement `RETURNING` [`JOB_COLUMNS`] through the
-    /// writer; the jobs it returned, once committed.
-    async fn write_returning_jobs(&self, sql: String, args: Vec<Arg>) -> StoreResult<Vec<Job>> {
+    /// writer, committing only with `after` (if given); the jobs it
+    /// returned, once committed.
+    async fn write_returning_jobs(&self, after: Option<&PendingWrite>, sql: String, args: Vec<Arg>) -> StoreResult<Vec<Job>> {
         self.writer
-            .write(move |c| query_rows(c, &sql, rusqlite::params_from_iter(&args), &|row| job_from_row(row)))
+            .write_after(after, move |c| query_rows(c, &sql, rusqlite::params_from_iter(&args), &|row| job_from_row(row)))
             .await
     }
 }
@@ -168,6 +169,7 @@ impl Store for SqliteStore {
         // The new row comes back from the insert itself: no read after it.
         let inserted = self
             .write_returning_jobs(
+                job.audio_write.as_ref(),
                 format!("INSERT INTO jobs (id, user_id, status, provider, priority, audio_sha256, audio_format, audio_bytes, \
                  language, prompt, temperature, model, response_format, attempts, run_at, created_at, idempotency_key, \
                  cache_key, transcript, started_at, finished_at) \
@@ -336,7 +338,7 @@ impl Store for SqliteStore {
             args.push(job_id.as_str().into());
             args.push(owner.as_str().into());
         }
-        self.write_returning_jobs(sql, args).await
+        self.write_returning_jobs(None, sql, args).await
     }
 
     async fn renew_lease(&self, job_id: &str, owner: &str, lease_until_ms: i64) -> StoreResult<bool> {
@@ -405,7 +407,7 @@ mod tests {
             model: None,
             response_format: "json".into(),
         };
-        NewJob { id: id.into(), user_id: user_id.into(), spec, idempotency_key: None, now_ms: 7, cache_key: format!("key-{id}"), cached_transcript: None }
+        NewJob { id: id.into(), user_id: user_id.into(), spec, idempotency_key: None, now_ms: 7, cache_key: format!("key-{id}"), cached_transcript: None, audio_write: None }
     }
 
     #[tokio::test]

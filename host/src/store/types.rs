@@ -163,6 +163,12 @@ pub struct NewJob {
     /// A cached transcript (JSON) for this key: the job is inserted already
     /// succeeded, with this transcript, and never runs.
     pub cached_transcript: Option<String>,
+    /// The write storing the job's audio, if the audio store answered
+    /// before it committed ([`crate::audio::AudioStore::put_deferred`]):
+    /// the job commits only if that write does (else the insert fails with
+    /// [`super::StoreError::DependencyFailed`]), so no job ever names audio
+    /// that was never stored.
+    pub audio_write: Option<super::PendingWrite>,
 }
 
 /// The outcome of an insert.

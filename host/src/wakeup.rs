@@ -65,6 +65,12 @@ impl Wakeup {
         }
     }
 
+    /// There may be work for this scheduler only (a slot of its own freed;
+    /// the others hear of the job with the wake-up its outcome brings).
+    pub fn wake_here(&self) {
+        self.local.notify_one();
+    }
+
     /// Resolves at the next wake-up (one stored if it came meanwhile).
     pub async fn notified(&self) {
         self.local.notified().await

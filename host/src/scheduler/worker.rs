@@ -44,6 +44,8 @@ impl Scheduler {
             }
         }
         drop(slot);
+        // The slot is free now, not once the outcome has committed.
+        self.parts.wake.wake_here();
         let recorded = match outcome {
             Ok(transcript_json) => {
                 let store = &self.parts.store;

@@ -10,6 +10,8 @@ fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ sits in the workspace");
     guests::rerun_if_any_file_changes(&root.join("wit"));
     guests::rerun_if_any_file_changes(Path::new("build"));
+    // sqlx::migrate! embeds these: a new migration must rebuild the crate.
+    println!("cargo:rerun-if-changed=migrations");
     let artifacts = guests::Guests {
         workspace: &root.join("plugins"),
         subcommand: &["build"],

@@ -30,8 +30,20 @@ pub struct TranscriptCache {
     metrics: Metrics,
 }
 
-/// The cache key of a job: the sha256 of what decides its transcript.
-pub fn key(spec: &JobSpec) -> String {
+/// A job's cache key: the digest of what decides its transcript, with the
+/// audio it names (the store finds transcripts under both, so one index
+/// of the jobs serves the cache and the audio's retention).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheKey {
+    /// The audio's sha256 (one of the digest's inputs).
+    pub audio_sha256: String,
+    /// The sha256 of what decides the transcript: the key proper, stored
+    /// with the job.
+    pub digest: String,
+}
+
+/// The cache key of a job.
+pub fn key(spec: &JobSpec) -> CacheKey {
     let mut hasher = Sha256::new();
     let temperature = spec.temperature.map(|t| t.to_string());
     let parts = [
@@ -54,7 +66,7 @@ pub fn key(spec: &JobSpec) -> String {
             }
         }
     }
-    hex::encode(hasher.finalize())
+    CacheKey { audio_sha256: spec.audio_sha256.clone(), digest: hex::encode(hasher.finalize()) }
 }
 
 impl TranscriptCache {
@@ -69,8 +81,8 @@ impl TranscriptCache {
 
     /// At submit: the transcript for `key`, if one is known; counted as a
     /// hit when found (the job will not run).
-    pub async fn lookup(&self, key: &str) -> Result<Option<Arc<String>>, StoreError> {
-        let found = match self.memory.get(key).await {
+    pub async fn lookup(&self, key: &CacheKey) -> Result<Option<Arc<String>>, StoreError> {
+        let found = match self.memory.get(&key.digest).await {
             Some(transcript) => Some(transcript),
             None => self.from_store(key).await?,
         };
@@ -84,7 +96,7 @@ impl TranscriptCache {
     /// else from `call`, of which one runs per key at a time (the others
     /// with that key wait and share its outcome). Counted as a miss when
     /// this job's `call` ran, as a hit otherwise.
-    pub async fn get_or_call<F, Fut, E>(&self, key: &str, call: F) -> Result<Arc<String>, Arc<E>>
+    pub async fn get_or_call<F, Fut, E>(&self, key: &CacheKey, call: F) -> Result<Arc<String>, Arc<E>>
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<String, E>>,
@@ -93,7 +105,7 @@ impl TranscriptCache {
         let called = AtomicBool::new(false);
         let outcome = self
             .memory
-            .try_get_with(key.to_string(), async {
+            .try_get_with(key.digest.clone(), async {
                 if let Ok(Some(stored)) = self.from_store(key).await {
                     return Ok(stored);
                 }
@@ -109,10 +121,10 @@ impl TranscriptCache {
         outcome
     }
 
-    async fn from_store(&self, key: &str) -> Result<Option<Arc<String>>, StoreError> {
-        let Some(stored) = self.store.cached_transcript(key).await? else { return Ok(None) };
+    async fn from_store(&self, key: &CacheKey) -> Result<Option<Arc<String>>, StoreError> {
+        let Some(stored) = self.store.cached_transcript(&key.audio_sha256, &key.digest).await? else { return Ok(None) };
         let stored = Arc::new(stored);
-        self.memory.insert(key.to_string(), stored.clone()).await;
+        self.memory.insert(key.digest.clone(), stored.clone()).await;
         Ok(Some(stored))
     }
 }

@@ -43,7 +43,7 @@ async fn audio_is_removed_once_no_job_needs_it_and_transcripts_stay() {
     };
 
     // 1: canceled. 2: succeeded (finished through the store, as a worker
-    // would). 3: still queued. 4: refused after its audio was stored.
+    // would). 4: refused after its audio was stored. 3: still queued.
     let canceled = job(submit(&client, &base, &key, wav(1, 300), &[]).await).await;
     let response = client.delete(format!("{base}/v1/jobs/{canceled}")).bearer_auth(&key).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
@@ -51,9 +51,12 @@ async fn audio_is_removed_once_no_job_needs_it_and_transcripts_stay() {
     let claimed = server.store.claim(&succeeded, "test-worker", now_ms(), now_ms() + 30_000).await.unwrap();
     assert!(claimed.is_some());
     assert!(server.store.succeed(&succeeded, "test-worker", r#"{"text":"kept"}"#, now_ms()).await.unwrap());
-    let queued = job(submit(&client, &base, &key, wav(3, 300), &[]).await).await;
     let refused = submit(&client, &base, &key, wav(4, 300), &[("priority", "urgent")]).await;
     assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    // A refused submit does not wait for its audio row's commit; the
+    // store's writer commits in order, so the next accepted submit's
+    // answer means that row is in too.
+    let queued = job(submit(&client, &base, &key, wav(3, 300), &[]).await).await;
     // Small uploads are rows in the database; only an interrupted file
     // upload (of audio over SCRIBE_AUDIO_INLINE_MAX_BYTES) leaves a file.
     let audio_dir = dir.path().join("audio");

@@ -104,13 +104,14 @@ async fn users_are_unique_by_name_and_found_by_key_hash(store: Arc<dyn Store>) {
 
 async fn a_cached_transcript_finishes_a_job_at_insert_and_is_found_by_key(store: Arc<dyn Store>) {
     let [ann] = users(&*store, &["ann"]).await.try_into().unwrap();
-    assert_eq!(store.cached_transcript("k").await.unwrap(), None);
+    assert_eq!(store.cached_transcript(&"ab".repeat(32), "k").await.unwrap(), None);
     let queued = NewJob { id: "j1".into(), user_id: ann.clone(), spec: spec(Priority::Normal), idempotency_key: None, now_ms: 5, cache_key: "k".into(), cached_transcript: None, audio_write: None };
     store.insert_job(queued).await.unwrap();
-    assert_eq!(store.cached_transcript("k").await.unwrap(), None, "only a succeeded job's transcript counts");
+    assert_eq!(store.cached_transcript(&"ab".repeat(32), "k").await.unwrap(), None, "only a succeeded job's transcript counts");
     store.claim("j1", "w", 6, 100).await.unwrap().expect("claimed");
     assert!(store.succeed("j1", "w", r#"{"text":"hi"}"#, 7).await.unwrap());
-    assert_eq!(store.cached_transcript("k").await.unwrap().as_deref(), Some(r#"{"text":"hi"}"#));
+    assert_eq!(store.cached_transcript(&"ab".repeat(32), "k").await.unwrap().as_deref(), Some(r#"{"text":"hi"}"#));
+    assert_eq!(store.cached_transcript(&"cd".repeat(32), "k").await.unwrap(), None, "a key is found under its own audio only");
 
     let hit = NewJob { id: "j2".into(), user_id: ann, spec: spec(Priority::Normal), idempotency_key: None, now_ms: 9, cache_key: "k".into(), cached_transcript: Some(r#"{"text":"hi"}"#.into()), audio_write: None };
     let Inserted::Created(job) = store.insert_job(hit).await.unwrap() else { panic!("created") };
@@ -384,7 +385,8 @@ async fn an_upgraded_sqlite_database_counts_the_jobs_it_already_holds() {
              ('a1', 'ann', 'queued', 'openai-whisper', 1, 'x', 'wav', 1, 'json', 0, 1, NULL, NULL), \
              ('a2', 'ann', 'queued', 'openai-whisper', 1, 'x', 'wav', 1, 'json', 0, 2, NULL, NULL), \
              ('b1', 'bob', 'running', 'openai-whisper', 1, 'x', 'wav', 1, 'json', 0, 3, 'w#1', 99), \
-             ('b2', 'bob', 'succeeded', 'openai-whisper', 1, 'x', 'wav', 1, 'json', 0, 4, NULL, NULL);",
+             ('b2', 'bob', 'succeeded', 'openai-whisper', 1, 'x', 'wav', 1, 'json', 0, 4, NULL, NULL); \
+             UPDATE jobs SET idempotency_key = 'k1' WHERE id = 'b2';",
         )
         .execute(&mut connection)
         .await
@@ -398,4 +400,9 @@ async fn an_upgraded_sqlite_database_counts_the_jobs_it_already_holds() {
     assert_eq!(counts, vec![("ann".to_string(), 2, 0)]);
     assert!(store.succeed("b1", "w#1", "{}", 20).await.unwrap());
     assert_eq!(store.queue_length().await.unwrap(), 2, "the counted running job leaves its count");
+    assert_eq!(store.job_by_id("a1").await.unwrap().map(|j| j.created_at_ms), Some(1), "the rebuilt table kept its jobs");
+    assert!(store.audio_in_use("x", 0).await.unwrap());
+    let again = NewJob { id: "b3".into(), user_id: "bob".into(), spec: spec(Priority::Normal), idempotency_key: Some("k1".into()), now_ms: 30, cache_key: "c".into(), cached_transcript: None, audio_write: None };
+    let Inserted::Existing(first) = store.insert_job(again).await.unwrap() else { panic!("an Idempotency-Key from before the upgrade still finds its job") };
+    assert_eq!(first.id, "b2");
 }

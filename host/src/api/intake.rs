@@ -195,7 +195,7 @@ async fn insert(
         spec,
         idempotency_key,
         now_ms: now_ms(),
-        cache_key,
+        cache_key: cache_key.digest,
         cached_transcript: cached.map(|t| t.as_ref().clone()),
         audio_write,
     };

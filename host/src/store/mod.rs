@@ -173,8 +173,10 @@ pub trait Store: Send + Sync {
     /// Whether a job still needs the audio `sha256`: one that is queued or
     /// running, or that finished at or after `finished_since_ms`.
     async fn audio_in_use(&self, sha256: &str, finished_since_ms: i64) -> StoreResult<bool>;
-    /// The transcript (JSON) of a succeeded job with `cache_key`, if any.
-    async fn cached_transcript(&self, cache_key: &str) -> StoreResult<Option<String>>;
+    /// The transcript (JSON) of a succeeded job of `audio_sha256` with
+    /// `cache_key`, if any (a key names one audio; both are asked so the
+    /// lookup and [`Store::audio_in_use`] can share an index).
+    async fn cached_transcript(&self, audio_sha256: &str, cache_key: &str) -> StoreResult<Option<String>>;
     /// The stored transcript (JSON) of a succeeded job.
     async fn transcript(&self, job_id: &str) -> StoreResult<Option<String>>;
 }

@@ -359,9 +359,11 @@ impl Store for PostgresStore {
         Ok(done.rows_affected())
     }
 
-    async fn cached_transcript(&self, cache_key: &str) -> StoreResult<Option<String>> {
-        self.succeeded_transcript("SELECT transcript FROM jobs WHERE cache_key = $1 AND status = 'succeeded' LIMIT 1", cache_key)
-            .await
+    async fn cached_transcript(&self, audio_sha256: &str, cache_key: &str) -> StoreResult<Option<String>> {
+        let sql = "SELECT transcript FROM jobs WHERE cache_key = $2 AND audio_sha256 = $1 AND status = 'succeeded' LIMIT 1";
+        let transcript: Option<Option<String>> =
+            sqlx::query_scalar(sql).bind(audio_sha256).bind(cache_key).fetch_optional(&mut *self.connection().await?).await?;
+        Ok(transcript.flatten())
     }
 
     async fn transcript(&self, job_id: &str) -> StoreResult<Option<String>> {

@@ -176,7 +176,7 @@ impl Store for SqliteStore {
                  VALUES (?1, ?2, CASE WHEN ?16 IS NULL THEN 'queued' ELSE 'succeeded' END, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, \
                  ?11, ?12, 0, ?13, ?13, ?14, ?15, ?16, CASE WHEN ?16 IS NULL THEN NULL ELSE ?13 END, \
                  CASE WHEN ?16 IS NULL THEN NULL ELSE ?13 END) \
-                 ON CONFLICT (user_id, idempotency_key) DO NOTHING RETURNING {JOB_COLUMNS}"),
+                 ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING {JOB_COLUMNS}"),
                 vec![
                     job.id.as_str().into(),
                     job.user_id.as_str().into(),
@@ -363,20 +363,15 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn cached_transcript(&self, cache_key: &str) -> StoreResult<Option<String>> {
-        self.succeeded_transcript("SELECT transcript FROM jobs WHERE cache_key = ?1 AND status = 'succeeded' LIMIT 1", cache_key)
-            .await
+    async fn cached_transcript(&self, audio_sha256: &str, cache_key: &str) -> StoreResult<Option<String>> {
+        let sql = "SELECT transcript FROM jobs WHERE audio_sha256 = ?1 AND cache_key = ?2 AND status = 'succeeded' LIMIT 1";
+        let transcript: Option<Option<String>> = self.pool.scalar(sql, [audio_sha256, cache_key]).await?;
+        Ok(transcript.flatten())
     }
 
     async fn transcript(&self, job_id: &str) -> StoreResult<Option<String>> {
-        self.succeeded_transcript("SELECT transcript FROM jobs WHERE id = ?1 AND status = 'succeeded'", job_id).await
-    }
-}
-
-impl SqliteStore {
-    /// The transcript column of the one row `sql` selects by `key`.
-    async fn succeeded_transcript(&self, sql: &'static str, key: &str) -> StoreResult<Option<String>> {
-        let transcript: Option<Option<String>> = self.pool.scalar(sql, [key]).await?;
+        let sql = "SELECT transcript FROM jobs WHERE id = ?1 AND status = 'succeeded'";
+        let transcript: Option<Option<String>> = self.pool.scalar(sql, [job_id]).await?;
         Ok(transcript.flatten())
     }
 }

@@ -209,7 +209,18 @@ fn run(connection: rusqlite::Connection, mut queue: mpsc::UnboundedReceiver<Op>)
             batch.clear();
             continue;
         }
-        let delivers: Vec<Deliver> = batch.drain(..).map(|op| op(&connection)).collect();
+        let mut delivers: Vec<Deliver> = Vec::with_capacity(batch.len());
+        for op in batch.drain(..) {
+            if connection.is_autocommit() {
+                // SQLite rolled the whole transaction back (it may, on a
+                // full disk or an I/O error): a write run now would commit
+                // on its own, ahead of the writes it follows. The rest are
+                // dropped unrun (their callers get an error), and the
+                // COMMIT below fails the ones that ran.
+                break;
+            }
+            delivers.push(op(&connection));
+        }
         let commit = connection.execute_batch("COMMIT");
         if commit.is_err() {
             let _ = connection.execute_batch("ROLLBACK");
@@ -262,6 +273,28 @@ mod tests {
         assert!(matches!(sent.committed().await, Err(StoreError::DependencyFailed(_))));
         writer.write(insert(3)).await.expect("other writes go on");
         assert_eq!(count(), 1, "only the unrelated write happened");
+    }
+
+    /// SQLite may end a transaction itself when a statement fails (a full
+    /// disk, an I/O error); here a write does it with a ROLLBACK.
+    #[tokio::test]
+    async fn no_write_commits_alone_after_its_groups_transaction_ended() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, count) = writer_on(&dir).await;
+        // Held until all three are sent, so they share one group.
+        let (hold, held) = std::sync::mpsc::channel::<()>();
+        writer.send(move |_| Ok(held.recv().unwrap_or(()))).unwrap();
+        let audio = writer.send(insert(1)).unwrap();
+        let ended = writer.send(|c| Ok(c.execute_batch("ROLLBACK")?)).unwrap();
+        let mut follower = Box::pin(writer.write_after(Some(&audio), insert(2)));
+        assert!(futures_util::poll!(&mut follower).is_pending(), "polled once: sent");
+        let unrelated = writer.send(insert(3)).unwrap();
+        hold.send(()).unwrap();
+        assert!(follower.await.is_err(), "the follower did not happen");
+        for write in [audio, ended, unrelated] {
+            assert!(write.committed().await.is_err());
+        }
+        assert_eq!(count(), 0, "nothing committed on its own");
     }
 
     #[tokio::test]

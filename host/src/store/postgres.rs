@@ -88,9 +88,10 @@ impl PostgresStore {
     }
 
 
-    /// The transcript column of the one row `sql` selects by `key`.
-    async fn succeeded_transcript(&self, sql: &'static str, key: &str) -> StoreResult<Option<String>> {
-        let transcript: Option<Option<String>> = sqlx::query_scalar(sql).bind(key).fetch_optional(&mut *self.connection().await?).await?;
+    /// The transcript column of the one row `sql` selects by `keys`.
+    async fn succeeded_transcript(&self, sql: &'static str, keys: &[&str]) -> StoreResult<Option<String>> {
+        let query = keys.iter().fold(sqlx::query_scalar(sql), |query, key| query.bind(*key));
+        let transcript: Option<Option<String>> = query.fetch_optional(&mut *self.connection().await?).await?;
         Ok(transcript.flatten())
     }
 }
@@ -361,12 +362,10 @@ impl Store for PostgresStore {
 
     async fn cached_transcript(&self, audio_sha256: &str, cache_key: &str) -> StoreResult<Option<String>> {
         let sql = "SELECT transcript FROM jobs WHERE cache_key = $2 AND audio_sha256 = $1 AND status = 'succeeded' LIMIT 1";
-        let transcript: Option<Option<String>> =
-            sqlx::query_scalar(sql).bind(audio_sha256).bind(cache_key).fetch_optional(&mut *self.connection().await?).await?;
-        Ok(transcript.flatten())
+        self.succeeded_transcript(sql, &[audio_sha256, cache_key]).await
     }
 
     async fn transcript(&self, job_id: &str) -> StoreResult<Option<String>> {
-        self.succeeded_transcript("SELECT transcript FROM jobs WHERE id = $1 AND status = 'succeeded'", job_id).await
+        self.succeeded_transcript("SELECT transcript FROM jobs WHERE id = $1 AND status = 'succeeded'", &[job_id]).await
     }
 }

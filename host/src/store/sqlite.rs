@@ -365,13 +365,18 @@ impl Store for SqliteStore {
 
     async fn cached_transcript(&self, audio_sha256: &str, cache_key: &str) -> StoreResult<Option<String>> {
         let sql = "SELECT transcript FROM jobs WHERE audio_sha256 = ?1 AND cache_key = ?2 AND status = 'succeeded' LIMIT 1";
-        let transcript: Option<Option<String>> = self.pool.scalar(sql, [audio_sha256, cache_key]).await?;
-        Ok(transcript.flatten())
+        self.succeeded_transcript(sql, &[audio_sha256, cache_key]).await
     }
 
     async fn transcript(&self, job_id: &str) -> StoreResult<Option<String>> {
-        let sql = "SELECT transcript FROM jobs WHERE id = ?1 AND status = 'succeeded'";
-        let transcript: Option<Option<String>> = self.pool.scalar(sql, [job_id]).await?;
+        self.succeeded_transcript("SELECT transcript FROM jobs WHERE id = ?1 AND status = 'succeeded'", &[job_id]).await
+    }
+}
+
+impl SqliteStore {
+    /// The transcript column of the one row `sql` selects by `keys`.
+    async fn succeeded_transcript(&self, sql: &'static str, keys: &[&str]) -> StoreResult<Option<String>> {
+        let transcript: Option<Option<String>> = self.pool.scalar(sql, rusqlite::params_from_iter(keys.to_vec())).await?;
         Ok(transcript.flatten())
     }
 }

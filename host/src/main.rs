@@ -182,6 +182,17 @@ enum BenchCommand {
         #[command(flatten)]
         fleet: bench::FleetOptions,
     },
+    /// Jobs per second the embedded store's writer sustains on its own (no
+    /// HTTP, plugin or scheduler): each job's audio row and job, claim and
+    /// outcome (needs a build with `--features bench`).
+    Store {
+        /// Jobs written.
+        #[arg(long, default_value_t = 20000)]
+        jobs: u32,
+        /// Tasks writing at once.
+        #[arg(long, default_value_t = 32)]
+        clients: u32,
+    },
 }
 
 /// The load of a whole-job bench: users, the provider's limits, its latency.
@@ -291,6 +302,8 @@ async fn run_bench(what: BenchCommand) -> anyhow::Result<()> {
             Ok(bench::run_throughput(&bench::Throughput { jobs, clients, concurrency, fleet }).await?)
         }
         #[cfg(feature = "bench")]
+        BenchCommand::Store { jobs, clients } => Ok(bench::run_store(&bench::StoreBench { jobs, clients }).await?),
+        #[cfg(feature = "bench")]
         BenchCommand::Scenario { name, load, seconds } => {
             let scenario = match name.as_str() {
                 "ramp" => bench::Scenario::Ramp,
@@ -308,7 +321,7 @@ async fn run_bench(what: BenchCommand) -> anyhow::Result<()> {
             Ok(bench::run_scenario(&settings).await?)
         }
         #[cfg(not(feature = "bench"))]
-        BenchCommand::Burst { .. } | BenchCommand::Throughput { .. } | BenchCommand::Scenario { .. } => anyhow::bail!(
+        BenchCommand::Burst { .. } | BenchCommand::Throughput { .. } | BenchCommand::Scenario { .. } | BenchCommand::Store { .. } => anyhow::bail!(
             "this build has no fake provider to run jobs against; run: \
              cargo run --release --features bench --bin scribe -- bench burst (or throughput)"
         ),

@@ -6,7 +6,8 @@
 //! the load scenarios (`ramp`, `sustained`, `recovery`)
 //! run whole jobs through an in-process server and a fake OpenAI server in
 //! the same process, so they exist only in builds with the `bench` feature
-//! (no default build carries a fake).
+//! (no default build carries a fake); `store` (there too: it writes the
+//! fakes' sample audio) measures the embedded store's writer alone.
 
 #[cfg(feature = "bench")]
 mod fleet;
@@ -14,6 +15,8 @@ mod fleet;
 mod jobs;
 #[cfg(feature = "bench")]
 mod scenarios;
+#[cfg(feature = "bench")]
+mod store;
 mod local;
 mod plugins;
 
@@ -23,6 +26,8 @@ pub use fleet::{FleetOptions, ScratchDatabase};
 pub use jobs::{run_burst, run_throughput, Burst, Throughput};
 #[cfg(feature = "bench")]
 pub use scenarios::{run_scenario, Scenario, ScenarioSettings};
+#[cfg(feature = "bench")]
+pub use store::{run_store, StoreBench};
 pub use local::{run_local, LocalBench};
 pub use plugins::{run_plugins, with_custom_section, PluginBench};
 
@@ -55,6 +60,9 @@ pub enum BenchError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// The audio store failed.
+    #[error(transparent)]
+    Audio(#[from] crate::audio::AudioError),
     /// An HTTP request to the in-process server failed.
     #[error("http: {0}")]
     Http(#[from] reqwest::Error),

@@ -2,12 +2,12 @@
 //! thread, which runs the writes that are waiting together in one
 //! transaction and answers each only after that transaction committed.
 //!
-//! A commit with `synchronous = FULL` costs a flush (95 to 230 us on the
-//! disks this runs on), and SQLite has one writer at a time anyway; so
-//! concurrent submits, claims and finishes that each paid their own flush
-//! were capped near 3,000 writes/s, while sharing a flush among up to
-//! [`MAX_BATCH`] writes lifts that cap without weakening durability:
-//! nothing is acknowledged before its commit (design.md, "Storage"). Each
+//! A durable commit costs a flush (95 to 300 us on the disks this runs
+//! on), and SQLite has one writer at a time anyway; so concurrent submits,
+//! claims and finishes that each paid their own flush were capped near
+//! 3,000 writes/s, while sharing a flush among up to [`MAX_BATCH`] writes
+//! lifts that cap without weakening durability: nothing is acknowledged
+//! before its commit is on disk (design.md, "Storage"). Each
 //! write is still its own guarded statement; a statement that fails (a
 //! constraint) fails alone, and a commit that fails fails every write in
 //! it.
@@ -28,6 +28,11 @@
 //! sent and answers a group before it starts the next, so when the later
 //! write runs, the earlier one has either committed, failed, or ran in the
 //! same transaction (and commits or fails with it).
+//!
+//! The writer's COMMIT does not wait for the disk: the group's answers go
+//! to the [`Flusher`](super::flush), which flushes the log and then
+//! answers them, while the writer runs the next group. A write is answered
+//! (and a sent write counts as committed) only once flushed.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,13 +40,15 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::flush::{Answer, Flush, Flusher, WalFile};
 use super::{StoreError, StoreResult};
 
 /// The most writes sharing one transaction.
 pub const MAX_BATCH: usize = 64;
 
-/// Sends one write's answer once its transaction's fate is known.
-type Deliver = Box<dyn FnOnce(Result<(), &rusqlite::Error>) + Send>;
+/// Sends one write's answer once its transaction's fate is known: `Ok`
+/// once committed and flushed, or why it did not happen.
+type Deliver = Answer;
 /// One write, run inside the writer's open transaction.
 type Op = Box<dyn FnOnce(&rusqlite::Connection) -> Deliver + Send>;
 
@@ -61,9 +68,10 @@ pub struct Writer {
 enum Fate {
     /// Not run yet (or dropped unrun, when its sender is gone).
     Waiting,
-    /// Ran without error in the writer's open transaction.
+    /// Ran without error in the writer's transaction, which is open or
+    /// committed but not yet flushed.
     Ran,
-    /// Its transaction committed.
+    /// Its transaction committed and is on disk.
     Committed,
     /// The statement or its transaction failed: the write did not happen.
     Failed(String),
@@ -91,8 +99,9 @@ impl PendingWrite {
     }
 
     /// On the writer thread, just before a write that must commit only
-    /// with this one: whether this one has committed or ran in the same
-    /// open transaction; otherwise why not.
+    /// with this one: whether this one has committed, or ran in the same
+    /// or an earlier transaction (a later commit is durable only with
+    /// every earlier one: see [`super::flush`]); otherwise why not.
     fn check_before_follower(&self) -> StoreResult<()> {
         match &*self.fate.borrow() {
             Fate::Ran | Fate::Committed => Ok(()),
@@ -104,15 +113,25 @@ impl PendingWrite {
 
 impl Writer {
     /// Opens the database file at `path` (its schema already migrated) and
-    /// starts the writer thread on that connection; it stops when every
-    /// handle is gone.
+    /// starts the writer thread on that connection, its commits flushed
+    /// by a [`Flusher`] of the file's WAL; it stops when every handle is
+    /// gone.
     pub fn start(path: &Path, busy_timeout: Duration) -> StoreResult<Self> {
+        Self::start_flushed_by(path, busy_timeout, WalFile::of(path))
+    }
+
+    /// [`Writer::start`], with commits made durable by `flush`.
+    pub fn start_flushed_by(path: &Path, busy_timeout: Duration, flush: impl Flush) -> StoreResult<Self> {
         let connection = super::connect::connect(path, busy_timeout)?;
+        // The commit itself does not flush; the flusher does (and answers).
+        connection.pragma_update(None, "synchronous", "NORMAL")?;
+        let not_started = |e: std::io::Error| StoreError::Commit(format!("the store's writer did not start: {e}"));
+        let flusher = Flusher::start(flush).map_err(not_started)?;
         let (ops, queue) = mpsc::unbounded_channel();
         std::thread::Builder::new()
             .name("scribe-writer".into())
-            .spawn(move || run(connection, queue))
-            .map_err(|e| StoreError::Commit(format!("the store's writer thread did not start: {e}")))?;
+            .spawn(move || run(connection, queue, flusher))
+            .map_err(not_started)?;
         Ok(Self { ops, id: WRITERS.fetch_add(1, Ordering::Relaxed) })
     }
 
@@ -130,7 +149,7 @@ impl Writer {
                 Ok(()) => Fate::Ran,
                 Err(e) => Fate::Failed(e.to_string()),
             });
-            Box::new(move |commit: Result<(), &rusqlite::Error>| {
+            Box::new(move |commit: Result<(), &str>| {
                 if ran.is_ok() {
                     tell.send_replace(match commit {
                         Ok(()) => Fate::Committed,
@@ -176,7 +195,7 @@ impl Writer {
         let (answer, answered) = oneshot::channel::<StoreResult<T>>();
         let op: Op = Box::new(move |connection| {
             let result = statement(connection);
-            Box::new(move |commit: Result<(), &rusqlite::Error>| {
+            Box::new(move |commit: Result<(), &str>| {
                 let outcome = match (result, commit) {
                     (Err(e), _) => Err(e),
                     (Ok(_), Err(e)) => Err(StoreError::Commit(e.to_string())),
@@ -186,13 +205,16 @@ impl Writer {
             })
         });
         self.ops.send(op).map_err(|_| StoreError::Commit("the store's writer has stopped".into()))?;
-        answered.await.map_err(|_| StoreError::Commit("the write was not run: the store could not start a transaction, or its writer stopped".into()))?
+        answered.await.map_err(|_| {
+            StoreError::Commit("the write was not run: the store could not start a transaction, an earlier flush failed, or its writer stopped".into())
+        })?
     }
 }
 
 /// Takes the waiting writes (up to [`MAX_BATCH`]), runs them in one
-/// transaction, commits, then answers them; until every handle is gone.
-fn run(connection: rusqlite::Connection, mut queue: mpsc::UnboundedReceiver<Op>) {
+/// transaction, commits, then hands their answers to `flusher`; until
+/// every handle is gone.
+fn run(connection: rusqlite::Connection, mut queue: mpsc::UnboundedReceiver<Op>, flusher: Flusher) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = queue.blocking_recv() {
         batch.push(first);
@@ -201,6 +223,12 @@ fn run(connection: rusqlite::Connection, mut queue: mpsc::UnboundedReceiver<Op>)
                 Ok(op) => batch.push(op),
                 Err(_) => break,
             }
+        }
+        if let Some(why) = flusher.failure() {
+            // Nothing after a failed flush could be answered as durable.
+            tracing::error!(why, writes = batch.len(), "a write was refused: the store's log could not be flushed");
+            batch.clear();
+            continue;
         }
         if let Err(error) = connection.execute_batch("BEGIN IMMEDIATE") {
             // Nothing runs outside a transaction: the writes are dropped
@@ -221,12 +249,17 @@ fn run(connection: rusqlite::Connection, mut queue: mpsc::UnboundedReceiver<Op>)
             }
             delivers.push(op(&connection));
         }
-        let commit = connection.execute_batch("COMMIT");
-        if commit.is_err() {
-            let _ = connection.execute_batch("ROLLBACK");
-        }
-        for deliver in delivers {
-            deliver(commit.as_ref().map(|_| ()));
+        match connection.execute_batch("COMMIT") {
+            Ok(()) => flusher.committed(delivers),
+            Err(error) => {
+                let _ = connection.execute_batch("ROLLBACK");
+                // Answered here, before the next group runs: a write that
+                // must commit with one of these sees it failed.
+                let why = error.to_string();
+                for deliver in delivers {
+                    deliver(Err(&why));
+                }
+            }
         }
     }
 }
@@ -295,6 +328,68 @@ mod tests {
             assert!(write.committed().await.is_err());
         }
         assert_eq!(count(), 0, "nothing committed on its own");
+    }
+
+    /// A flush that tells the test it started, then waits for the test to
+    /// say how it ends.
+    struct HeldFlush {
+        started: std::sync::mpsc::Sender<()>,
+        ends: std::sync::mpsc::Receiver<std::io::Result<()>>,
+    }
+
+    impl Flush for HeldFlush {
+        fn flush(&mut self) -> std::io::Result<()> {
+            let _ = self.started.send(());
+            self.ends.recv().unwrap_or(Ok(()))
+        }
+    }
+
+    /// A writer whose flushes the test holds: (writer, row count, a flush
+    /// started, end the flush).
+    fn held_writer(
+        dir: &tempfile::TempDir,
+    ) -> (Writer, impl Fn() -> i64, std::sync::mpsc::Receiver<()>, std::sync::mpsc::Sender<std::io::Result<()>>) {
+        let path = dir.path().join("writes.db");
+        rusqlite::Connection::open(&path).unwrap().execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (x INTEGER)").unwrap();
+        let ((tell_started, started), (end, ends)) = (std::sync::mpsc::channel(), std::sync::mpsc::channel());
+        let writer = Writer::start_flushed_by(&path, Duration::from_secs(1), HeldFlush { started: tell_started, ends }).unwrap();
+        let count = move || rusqlite::Connection::open(&path).unwrap().query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0)).unwrap();
+        (writer, count, started, end)
+    }
+
+    #[tokio::test]
+    async fn a_write_is_answered_only_once_its_commit_is_flushed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, count, started, end) = held_writer(&dir);
+        let mut first = Box::pin(writer.write(insert(1)));
+        assert!(futures_util::poll!(&mut first).is_pending(), "polled once: sent");
+        started.recv().unwrap();
+        assert_eq!(count(), 1, "committed (and readable) before the flush");
+        assert!(futures_util::poll!(&mut first).is_pending(), "but not answered before its flush ends");
+        // The writer is not waiting for that flush: the next group runs.
+        let second = writer.send(insert(2)).unwrap();
+        second.fate.clone().wait_for(|f| *f == Fate::Ran).await.unwrap();
+        end.send(Ok(())).unwrap();
+        first.await.expect("answered once flushed");
+        started.recv().unwrap();
+        end.send(Ok(())).unwrap();
+        second.committed().await.expect("the second group's own flush");
+        assert_eq!(count(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_failed_flush_fails_its_writes_and_every_later_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, count, started, end) = held_writer(&dir);
+        let mut first = Box::pin(writer.write(insert(1)));
+        assert!(futures_util::poll!(&mut first).is_pending(), "polled once: sent");
+        started.recv().unwrap();
+        end.send(Err(std::io::Error::other("the disk is gone"))).unwrap();
+        let failed = first.await.expect_err("a write whose flush failed is not answered as done");
+        assert!(failed.to_string().contains("the disk is gone"), "{failed}");
+        let later = writer.write(insert(2)).await.expect_err("nothing after a failed flush is durable");
+        assert!(later.to_string().contains("flush failed"), "{later}");
+        assert_eq!(count(), 1, "the later write did not even run");
     }
 
     #[tokio::test]

@@ -8,6 +8,7 @@
 //! the PostgreSQL backend can implement the same contract.
 
 mod connect;
+pub mod flush;
 pub mod group_commit;
 mod postgres;
 pub mod read_pool;

@@ -1,5 +1,6 @@
-//! The embedded SQLite backend (WAL, `synchronous = FULL`: an acknowledged
-//! submit survives a power cut).
+//! The embedded SQLite backend (WAL; a write is answered only once its
+//! commit is flushed to disk, so an acknowledged submit survives a power
+//! cut: [`super::flush`]).
 
 use std::str::FromStr;
 use std::time::Duration;

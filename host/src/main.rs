@@ -173,7 +173,7 @@ enum BenchCommand {
         #[arg(long, default_value_t = 5000)]
         jobs: u32,
         /// Clients submitting at once.
-        #[arg(long, default_value_t = 32)]
+        #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
         clients: u32,
         /// Provider calls at once.
         #[arg(long, default_value_t = 32)]
@@ -190,7 +190,7 @@ enum BenchCommand {
         #[arg(long, default_value_t = 20000)]
         jobs: u32,
         /// Tasks writing at once.
-        #[arg(long, default_value_t = 32)]
+        #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
         clients: u32,
     },
 }

@@ -1,5 +1,6 @@
 //! How every connection to the SQLite file is opened, the writer's and the
-//! readers' alike, so they all run with the same settings.
+//! readers' alike, so they all run with the same settings (but one: the
+//! writer's commits do not flush, see [`super::flush`]).
 
 use std::path::Path;
 use std::time::Duration;

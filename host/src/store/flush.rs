@@ -25,7 +25,15 @@
 //! kernel may have dropped the pages it could not write, and a later flush
 //! can report success without them, so no later write is answered as
 //! durable either. Writes fail until Scribe restarts (SQLite then recovers
-//! the WAL's valid prefix).
+//! the WAL's valid prefix). The writes of a failed flush are answered with
+//! an error although SQLite committed them: they may or may not survive,
+//! as with a COMMIT whose own sync fails.
+//!
+//! The writer's checkpoints (every 1,000 WAL pages, inside a COMMIT, as
+//! SQLite runs them) still flush on the writer thread: a checkpoint syncs
+//! the WAL before copying it and the database after. Run elsewhere, a
+//! checkpoint racing a busy writer rarely backfills the whole WAL, and the
+//! WAL is only restarted from its start after one that did.
 
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, OnceLock};
@@ -38,24 +46,32 @@ pub trait Flush: Send + 'static {
 
 /// The WAL file of a SQLite database, flushed with `fdatasync`.
 ///
-/// It is opened by path at each flush, so it is always the file SQLite
-/// writes (the writer's connection keeps it in place while it is open).
+/// Opened once, while the writer's connection holds the file in place
+/// (SQLite deletes it only when its last connection closes), and kept: on
+/// Linux a descriptor learns of a write-back error only if it was open when
+/// the error happened, so a descriptor opened per flush could miss an error
+/// that one of SQLite's own syncs (a checkpoint's) had already reported.
 pub struct WalFile {
-    path: PathBuf,
+    file: std::fs::File,
 }
 
 impl WalFile {
-    /// The WAL of the database file at `database`.
-    pub fn of(database: &Path) -> Self {
+    /// Opens the WAL of the database file at `database` (it must exist: a
+    /// connection in WAL mode has read the database) and flushes its
+    /// directory once, so the entry of a newly made WAL is on disk too.
+    pub fn open(database: &Path) -> std::io::Result<Self> {
         let mut path = database.as_os_str().to_owned();
         path.push("-wal");
-        Self { path: PathBuf::from(path) }
+        let file = std::fs::File::open(PathBuf::from(path))?;
+        let directory = database.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        std::fs::File::open(directory)?.sync_all()?;
+        Ok(Self { file })
     }
 }
 
 impl Flush for WalFile {
     fn flush(&mut self) -> std::io::Result<()> {
-        std::fs::File::open(&self.path)?.sync_data()
+        self.file.sync_data()
     }
 }
 
@@ -95,8 +111,14 @@ impl Flusher {
 
     /// Hands over the answers of a group whose COMMIT returned.
     pub fn committed(&self, answers: Vec<Answer>) {
-        // The thread only stops when this handle is gone.
-        let _ = self.groups.send(answers);
+        if let Err(unsent) = self.groups.send(answers) {
+            // The thread stopped (an answer panicked): nothing can be
+            // flushed from now on. The answers are dropped unanswered, and
+            // their callers get an error.
+            let why = "the store's flusher thread stopped; writes are refused until Scribe restarts";
+            tracing::error!(writes = unsent.0.len(), "{why}");
+            let _ = self.failed.set(why.to_string());
+        }
     }
 }
 

@@ -25,14 +25,17 @@
 //! ([`Writer::write_after`]): a submit's audio row and its job then share
 //! one commit instead of waiting for two in a row, and the job can never
 //! commit without its audio. The writer runs writes in the order they were
-//! sent and answers a group before it starts the next, so when the later
-//! write runs, the earlier one has either committed, failed, or ran in the
-//! same transaction (and commits or fails with it).
+//! sent, and settles a group's fate in SQLite (committed, or failed and
+//! answered) before it starts the next, so when the later write runs, the
+//! earlier one has either failed, or committed in an earlier transaction,
+//! or ran in the same one (and commits or fails with it).
 //!
-//! The writer's COMMIT does not wait for the disk: the group's answers go
-//! to the [`Flusher`](super::flush), which flushes the log and then
-//! answers them, while the writer runs the next group. A write is answered
-//! (and a sent write counts as committed) only once flushed.
+//! The writer's COMMIT does not wait for the disk (but for its occasional
+//! checkpoint): the group's answers go to the [`Flusher`](super::flush),
+//! which flushes the log and then answers them, while the writer runs the
+//! next group. A write is answered (and a sent write counts as committed)
+//! only once flushed; a group may commit on top of one still flushing,
+//! since a later commit is durable only with every earlier one.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -73,7 +76,8 @@ enum Fate {
     Ran,
     /// Its transaction committed and is on disk.
     Committed,
-    /// The statement or its transaction failed: the write did not happen.
+    /// The statement or its transaction failed (the write did not
+    /// happen), or its flush did (it may not have).
     Failed(String),
 }
 
@@ -117,14 +121,23 @@ impl Writer {
     /// by a [`Flusher`] of the file's WAL; it stops when every handle is
     /// gone.
     pub fn start(path: &Path, busy_timeout: Duration) -> StoreResult<Self> {
-        Self::start_flushed_by(path, busy_timeout, WalFile::of(path))
+        Self::start_flushed_by(path, busy_timeout, WalFile::open)
     }
 
-    /// [`Writer::start`], with commits made durable by `flush`.
-    pub fn start_flushed_by(path: &Path, busy_timeout: Duration, flush: impl Flush) -> StoreResult<Self> {
+    /// [`Writer::start`], with commits made durable by `flush`, made once
+    /// the writer's connection is open.
+    pub fn start_flushed_by<F: Flush>(
+        path: &Path,
+        busy_timeout: Duration,
+        flush: impl FnOnce(&Path) -> std::io::Result<F>,
+    ) -> StoreResult<Self> {
         let connection = super::connect::connect(path, busy_timeout)?;
         // The commit itself does not flush; the flusher does (and answers).
         connection.pragma_update(None, "synchronous", "NORMAL")?;
+        // A read opens (or makes) the WAL, which stays while this
+        // connection is open.
+        connection.query_row("SELECT COUNT(*) FROM sqlite_schema", [], |_| Ok(()))?;
+        let flush = flush(path).map_err(|e| StoreError::Commit(format!("the store's log could not be opened: {e}")))?;
         let not_started = |e: std::io::Error| StoreError::Commit(format!("the store's writer did not start: {e}"));
         let flusher = Flusher::start(flush).map_err(not_started)?;
         let (ops, queue) = mpsc::unbounded_channel();
@@ -163,9 +176,10 @@ impl Writer {
     }
 
     /// [`Writer::write`], committing only if `after` (when given) commits
-    /// too: it runs only if `after` has committed or ran earlier in the
-    /// same transaction, and fails with [`StoreError::DependencyFailed`]
-    /// otherwise. A write another writer is pending on is awaited first.
+    /// too: it runs only if `after` has committed (flushed or not) or ran
+    /// earlier in the same transaction, and fails with
+    /// [`StoreError::DependencyFailed`] otherwise. A write another writer
+    /// is pending on is awaited until flushed first.
     pub async fn write_after<T, F>(&self, after: Option<&PendingWrite>, statement: F) -> StoreResult<T>
     where
         T: Send + 'static,
@@ -186,7 +200,7 @@ impl Writer {
 
     /// Runs `statement` in the next group transaction (on the writer
     /// thread: it must not block on anything but the database); its answer
-    /// once that transaction committed.
+    /// once that transaction committed and was flushed.
     pub async fn write<T, F>(&self, statement: F) -> StoreResult<T>
     where
         T: Send + 'static,
@@ -352,9 +366,21 @@ mod tests {
         let path = dir.path().join("writes.db");
         rusqlite::Connection::open(&path).unwrap().execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (x INTEGER)").unwrap();
         let ((tell_started, started), (end, ends)) = (std::sync::mpsc::channel(), std::sync::mpsc::channel());
-        let writer = Writer::start_flushed_by(&path, Duration::from_secs(1), HeldFlush { started: tell_started, ends }).unwrap();
+        let flush = |_: &Path| Ok(HeldFlush { started: tell_started, ends });
+        let writer = Writer::start_flushed_by(&path, Duration::from_secs(1), flush).unwrap();
         let count = move || rusqlite::Connection::open(&path).unwrap().query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0)).unwrap();
         (writer, count, started, end)
+    }
+
+    /// `future`, or a failure if it does not finish in 10 s (a guard
+    /// against a hang, not a wait for anything).
+    async fn soon<T>(future: impl std::future::Future<Output = T>, what: &str) -> T {
+        tokio::time::timeout(Duration::from_secs(10), future).await.unwrap_or_else(|_| panic!("{what} did not happen"))
+    }
+
+    /// Whether a sent write's fate is `Ran`, not yet flushed.
+    fn ran_unflushed(write: &PendingWrite) -> bool {
+        *write.fate.borrow() == Fate::Ran
     }
 
     #[tokio::test]
@@ -368,12 +394,13 @@ mod tests {
         assert!(futures_util::poll!(&mut first).is_pending(), "but not answered before its flush ends");
         // The writer is not waiting for that flush: the next group runs.
         let second = writer.send(insert(2)).unwrap();
-        second.fate.clone().wait_for(|f| *f == Fate::Ran).await.unwrap();
+        soon(second.fate.clone().wait_for(|f| *f == Fate::Ran), "the next group running during a flush").await.unwrap();
         end.send(Ok(())).unwrap();
-        first.await.expect("answered once flushed");
+        soon(first, "the answer after the flush").await.expect("answered once flushed");
         started.recv().unwrap();
+        assert!(ran_unflushed(&second), "the second group is not committed before its own flush ends");
         end.send(Ok(())).unwrap();
-        second.committed().await.expect("the second group's own flush");
+        soon(second.committed(), "the second flush").await.expect("the second group's own flush");
         assert_eq!(count(), 2);
     }
 
@@ -384,12 +411,17 @@ mod tests {
         let mut first = Box::pin(writer.write(insert(1)));
         assert!(futures_util::poll!(&mut first).is_pending(), "polled once: sent");
         started.recv().unwrap();
+        // A group committed behind the flush that is about to fail.
+        let behind = writer.send(insert(2)).unwrap();
+        soon(behind.fate.clone().wait_for(|f| *f == Fate::Ran), "the group behind running").await.unwrap();
         end.send(Err(std::io::Error::other("the disk is gone"))).unwrap();
-        let failed = first.await.expect_err("a write whose flush failed is not answered as done");
+        let failed = soon(first, "the failed flush's answer").await.expect_err("a write whose flush failed is not answered as done");
         assert!(failed.to_string().contains("the disk is gone"), "{failed}");
-        let later = writer.write(insert(2)).await.expect_err("nothing after a failed flush is durable");
+        let behind = soon(behind.committed(), "the answer of the group behind").await;
+        assert!(matches!(behind, Err(StoreError::DependencyFailed(ref why)) if why.contains("the disk is gone")), "{behind:?}");
+        let later = soon(writer.write(insert(3)), "a later write's answer").await.expect_err("nothing after a failed flush is durable");
         assert!(later.to_string().contains("flush failed"), "{later}");
-        assert_eq!(count(), 1, "the later write did not even run");
+        assert_eq!(count(), 2, "the later write did not even run (the two before it are in SQLite, unflushed)");
     }
 
     #[tokio::test]

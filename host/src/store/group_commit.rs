@@ -49,11 +49,9 @@ use super::{StoreError, StoreResult};
 /// The most writes sharing one transaction.
 pub const MAX_BATCH: usize = 64;
 
-/// Sends one write's answer once its transaction's fate is known: `Ok`
-/// once committed and flushed, or why it did not happen.
-type Deliver = Answer;
-/// One write, run inside the writer's open transaction.
-type Op = Box<dyn FnOnce(&rusqlite::Connection) -> Deliver + Send>;
+/// One write, run inside the writer's open transaction; it returns how to
+/// answer it once its transaction's fate is known.
+type Op = Box<dyn FnOnce(&rusqlite::Connection) -> Answer + Send>;
 
 /// Numbers the writers of this process, so a [`PendingWrite`] knows whose
 /// it is.
@@ -251,7 +249,7 @@ fn run(connection: rusqlite::Connection, mut queue: mpsc::UnboundedReceiver<Op>,
             batch.clear();
             continue;
         }
-        let mut delivers: Vec<Deliver> = Vec::with_capacity(batch.len());
+        let mut answers: Vec<Answer> = Vec::with_capacity(batch.len());
         for op in batch.drain(..) {
             if connection.is_autocommit() {
                 // SQLite rolled the whole transaction back (it may, on a
@@ -261,17 +259,17 @@ fn run(connection: rusqlite::Connection, mut queue: mpsc::UnboundedReceiver<Op>,
                 // COMMIT below fails the ones that ran.
                 break;
             }
-            delivers.push(op(&connection));
+            answers.push(op(&connection));
         }
         match connection.execute_batch("COMMIT") {
-            Ok(()) => flusher.committed(delivers),
+            Ok(()) => flusher.committed(answers),
             Err(error) => {
                 let _ = connection.execute_batch("ROLLBACK");
                 // Answered here, before the next group runs: a write that
                 // must commit with one of these sees it failed.
                 let why = error.to_string();
-                for deliver in delivers {
-                    deliver(Err(&why));
+                for answer in answers {
+                    answer(Err(&why));
                 }
             }
         }

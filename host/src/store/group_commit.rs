@@ -35,7 +35,11 @@
 //! which flushes the log and then answers them, while the writer runs the
 //! next group. A write is answered (and a sent write counts as committed)
 //! only once flushed; a group may commit on top of one still flushing,
-//! since a later commit is durable only with every earlier one.
+//! since a later commit is durable only with every earlier one. A write
+//! whose loss in an operating-system crash costs nothing (a claim: its job
+//! is then still queued) may be answered at its COMMIT instead
+//! ([`Answered::Committed`]), so the scheduler's next round, which reads
+//! the claims, does not wait for the disk.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,9 +53,26 @@ use super::{StoreError, StoreResult};
 /// The most writes sharing one transaction.
 pub const MAX_BATCH: usize = 64;
 
-/// One write, run inside the writer's open transaction; it returns how to
-/// answer it once its transaction's fate is known.
-type Op = Box<dyn FnOnce(&rusqlite::Connection) -> Answer + Send>;
+/// One write: run inside the writer's open transaction, it returns how to
+/// answer it once its transaction's fate is known; answered once that is
+/// durable, or (see [`Answered`]) as soon as it committed.
+struct Op {
+    run: Box<dyn FnOnce(&rusqlite::Connection) -> Answer + Send>,
+    answered: Answered,
+}
+
+/// When a write's caller hears it committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answered {
+    /// Once its commit is on disk: what every write that is acknowledged
+    /// to a client, or that records something done, needs.
+    Flushed,
+    /// Once it committed (other connections read it), before the flush: for
+    /// a write whose loss in an operating-system crash costs nothing, as a
+    /// claim's (the job is then simply still queued). Every later write
+    /// commits after it, so none can outlive it on disk.
+    Committed,
+}
 
 /// Numbers the writers of this process, so a [`PendingWrite`] knows whose
 /// it is.
@@ -154,7 +175,7 @@ impl Writer {
         F: FnOnce(&rusqlite::Connection) -> StoreResult<()> + Send + 'static,
     {
         let (tell, fate) = watch::channel(Fate::Waiting);
-        let op: Op = Box::new(move |connection| {
+        let op = Op::flushed(move |connection| {
             let ran = statement(connection);
             tell.send_replace(match &ran {
                 Ok(()) => Fate::Ran,
@@ -204,8 +225,18 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&rusqlite::Connection) -> StoreResult<T> + Send + 'static,
     {
-        let (answer, answered) = oneshot::channel::<StoreResult<T>>();
-        let op: Op = Box::new(move |connection| {
+        self.write_answered(Answered::Flushed, statement).await
+    }
+
+    /// [`Writer::write`], answered when `answered` says: once flushed, or
+    /// once committed.
+    pub async fn write_answered<T, F>(&self, answered: Answered, statement: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let (answer, answer_received) = oneshot::channel::<StoreResult<T>>();
+        let run = Box::new(move |connection: &rusqlite::Connection| -> Answer {
             let result = statement(connection);
             Box::new(move |commit: Result<(), &str>| {
                 let outcome = match (result, commit) {
@@ -216,16 +247,23 @@ impl Writer {
                 let _ = answer.send(outcome);
             })
         });
-        self.ops.send(op).map_err(|_| StoreError::Commit("the store's writer has stopped".into()))?;
-        answered.await.map_err(|_| {
+        self.ops.send(Op { run, answered }).map_err(|_| StoreError::Commit("the store's writer has stopped".into()))?;
+        answer_received.await.map_err(|_| {
             StoreError::Commit("the write was not run: the store could not start a transaction, an earlier flush failed, or its writer stopped".into())
         })?
     }
 }
 
+impl Op {
+    /// A write answered once its commit is flushed.
+    fn flushed(run: impl FnOnce(&rusqlite::Connection) -> Answer + Send + 'static) -> Self {
+        Self { run: Box::new(run), answered: Answered::Flushed }
+    }
+}
+
 /// Takes the waiting writes (up to [`MAX_BATCH`]), runs them in one
-/// transaction, commits, then hands their answers to `flusher`; until
-/// every handle is gone.
+/// transaction, commits, answers those answered at commit and hands the
+/// others' answers to `flusher`; until every handle is gone.
 fn run(connection: rusqlite::Connection, mut queue: mpsc::UnboundedReceiver<Op>, flusher: Flusher) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = queue.blocking_recv() {
@@ -250,6 +288,7 @@ fn run(connection: rusqlite::Connection, mut queue: mpsc::UnboundedReceiver<Op>,
             continue;
         }
         let mut answers: Vec<Answer> = Vec::with_capacity(batch.len());
+        let mut at_commit: Vec<Answer> = Vec::new();
         for op in batch.drain(..) {
             if connection.is_autocommit() {
                 // SQLite rolled the whole transaction back (it may, on a
@@ -259,11 +298,21 @@ fn run(connection: rusqlite::Connection, mut queue: mpsc::UnboundedReceiver<Op>,
                 // COMMIT below fails the ones that ran.
                 break;
             }
-            answers.push(op(&connection));
+            let answer = (op.run)(&connection);
+            match op.answered {
+                Answered::Flushed => answers.push(answer),
+                Answered::Committed => at_commit.push(answer),
+            }
         }
         match connection.execute_batch("COMMIT") {
-            Ok(()) => flusher.committed(answers),
+            Ok(()) => {
+                for answer in at_commit {
+                    answer(Ok(()));
+                }
+                flusher.committed(answers);
+            }
             Err(error) => {
+                answers.append(&mut at_commit);
                 let _ = connection.execute_batch("ROLLBACK");
                 // Answered here, before the next group runs: a write that
                 // must commit with one of these sees it failed.
@@ -400,6 +449,26 @@ mod tests {
         end.send(Ok(())).unwrap();
         soon(second.committed(), "the second flush").await.expect("the second group's own flush");
         assert_eq!(count(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_write_answered_at_commit_does_not_wait_for_the_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, count, started, end) = held_writer(&dir);
+        // Held until both are sent, so they share one group.
+        let (hold, held) = std::sync::mpsc::channel::<()>();
+        writer.send(move |_| Ok(held.recv().unwrap_or(()))).unwrap();
+        let mut durable = Box::pin(writer.write(insert(1)));
+        assert!(futures_util::poll!(&mut durable).is_pending(), "polled once: sent");
+        let mut claim = Box::pin(writer.write_answered(Answered::Committed, insert(2)));
+        assert!(futures_util::poll!(&mut claim).is_pending(), "polled once: sent");
+        hold.send(()).unwrap();
+        started.recv().unwrap();
+        soon(claim, "the answer at commit").await.expect("answered while its group's flush is held");
+        assert_eq!(count(), 2, "both committed");
+        assert!(futures_util::poll!(&mut durable).is_pending(), "the group's other write still waits for the flush");
+        end.send(Ok(())).unwrap();
+        soon(durable, "the answer after the flush").await.expect("answered once flushed");
     }
 
     #[tokio::test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection};
 
-use super::group_commit::{PendingWrite, Writer};
+use super::group_commit::{Answered, PendingWrite, Writer};
 use super::read_pool::ReadPool;
 use super::{AcquireObserver, Head, Inserted, Job, JobStatus, LeaseEnd, NewJob, OpenJobs, PoolUsage, Store, StoreError, StoreResult, User};
 use super::rows::{head_from_row, job_from_row, open_jobs_from_row, priority_to_int, query_rows, user_from_row, user_jobs_from_row, JOB_COLUMNS};
@@ -107,10 +107,13 @@ impl SqliteStore {
     /// writer, committing only with `after` (if given); the jobs it
     /// returned, once committed.
     async fn write_returning_jobs(&self, after: Option<&PendingWrite>, sql: String, args: Vec<Arg>) -> StoreResult<Vec<Job>> {
-        self.writer
-            .write_after(after, move |c| query_rows(c, &sql, rusqlite::params_from_iter(&args), &|row| job_from_row(row)))
-            .await
+        self.writer.write_after(after, returning_jobs(sql, args)).await
     }
+}
+
+/// A write statement `RETURNING` [`JOB_COLUMNS`], for the writer to run.
+fn returning_jobs(sql: String, args: Vec<Arg>) -> impl FnOnce(&rusqlite::Connection) -> StoreResult<Vec<Job>> + Send + 'static {
+    move |c| query_rows(c, &sql, rusqlite::params_from_iter(&args), &|row| job_from_row(row))
 }
 
 
@@ -339,7 +342,13 @@ impl Store for SqliteStore {
             args.push(job_id.as_str().into());
             args.push(owner.as_str().into());
         }
-        self.write_returning_jobs(None, sql, args).await
+        // Answered once committed, not flushed: a claim lost to an
+        // operating-system crash leaves its job queued, to be claimed
+        // again, as if its instance had died holding it (its outcome
+        // commits after it, so is lost with it). The call it lets start may
+        // begin before the submit of its job was answered (the insert's
+        // flush under way); a crash then loses that unanswered job too.
+        self.writer.write_answered(Answered::Committed, returning_jobs(sql, args)).await
     }
 
     async fn renew_lease(&self, job_id: &str, owner: &str, lease_until_ms: i64) -> StoreResult<bool> {

@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::store::{JobSpec, Store, StoreError};
+use crate::store::{Job, JobSpec, JobStatus, Store, StoreError};
 
 /// Transcripts (JSON) by cache key: in memory (moka, bounded by
 /// `CACHE_MAX_SIZE` entries and `CACHE_DEFAULT_TTL`), backed by the store.
@@ -79,17 +79,22 @@ impl TranscriptCache {
         Self { memory, store, metrics }
     }
 
-    /// At submit: the transcript for `key`, if one is known; counted as a
-    /// hit when found (the job will not run).
-    pub async fn lookup(&self, key: &CacheKey) -> Result<Option<Arc<String>>, StoreError> {
-        let found = match self.memory.get(&key.digest).await {
-            Some(transcript) => Some(transcript),
-            None => self.from_store(key).await?,
-        };
-        if found.is_some() {
+    /// At submit: the transcript for `key`, if memory holds it. The store
+    /// looks for one itself as it inserts the job ([`NewJob::cached_transcript`]):
+    /// in the writer's transaction, whose pages are warm, instead of a read
+    /// of its own here.
+    ///
+    /// [`NewJob::cached_transcript`]: crate::store::NewJob::cached_transcript
+    pub async fn remembered(&self, key: &CacheKey) -> Option<Arc<String>> {
+        self.memory.get(&key.digest).await
+    }
+
+    /// At submit: counts a job inserted already finished as a hit (it will
+    /// not run).
+    pub fn count_submit(&self, job: &Job) {
+        if job.status == JobStatus::Succeeded {
             self.metrics.cache_hits.inc();
         }
-        Ok(found)
     }
 
     /// In a worker: the transcript for `key`, from the cache or the store,

@@ -47,7 +47,7 @@ macro_rules! on_both_backends {
 
 on_both_backends!(
     users_are_unique_by_name_and_found_by_key_hash,
-    a_cached_transcript_finishes_a_job_at_insert_and_is_found_by_key,
+    a_cached_or_stored_transcript_finishes_a_job_at_insert_and_is_found_by_key,
     an_idempotency_key_returns_the_first_job,
     a_job_is_claimed_once_and_finished_once_by_its_lease_owner,
     a_retry_waits_in_the_store_until_run_at,
@@ -102,7 +102,7 @@ async fn users_are_unique_by_name_and_found_by_key_hash(store: Arc<dyn Store>) {
     assert_eq!(store.list_users().await.unwrap(), vec![ann]);
 }
 
-async fn a_cached_transcript_finishes_a_job_at_insert_and_is_found_by_key(store: Arc<dyn Store>) {
+async fn a_cached_or_stored_transcript_finishes_a_job_at_insert_and_is_found_by_key(store: Arc<dyn Store>) {
     let [ann] = users(&*store, &["ann"]).await.try_into().unwrap();
     assert_eq!(store.cached_transcript(&"ab".repeat(32), "k").await.unwrap(), None);
     let queued = NewJob { id: "j1".into(), user_id: ann.clone(), spec: spec(Priority::Normal), idempotency_key: None, now_ms: 5, cache_key: "k".into(), cached_transcript: None, audio_write: None };
@@ -118,6 +118,16 @@ async fn a_cached_transcript_finishes_a_job_at_insert_and_is_found_by_key(store:
     assert_eq!((job.status, job.attempts, job.started_at_ms, job.finished_at_ms), (JobStatus::Succeeded, 0, Some(9), Some(9)));
     assert_eq!(store.transcript("j2").await.unwrap().as_deref(), Some(r#"{"text":"hi"}"#));
     assert_eq!(store.queue_length().await.unwrap(), 0, "a cached job never queues");
+
+    // Without a transcript from the caller, the insert finds the twin's.
+    let twin = |id: &str, audio: &str| NewJob { id: id.into(), user_id: "u".into(), spec: JobSpec { audio_sha256: audio.repeat(32), ..spec(Priority::Normal) }, idempotency_key: None, now_ms: 11, cache_key: "k".into(), cached_transcript: None, audio_write: None };
+    let [bob] = users(&*store, &["bob"]).await.try_into().unwrap();
+    let Inserted::Created(job) = store.insert_job(NewJob { user_id: bob.clone(), ..twin("j3", "ab") }).await.unwrap() else { panic!("created") };
+    assert_eq!((job.status, job.started_at_ms, job.finished_at_ms), (JobStatus::Succeeded, Some(11), Some(11)), "found by the insert");
+    assert_eq!(store.transcript("j3").await.unwrap().as_deref(), Some(r#"{"text":"hi"}"#));
+    let Inserted::Created(job) = store.insert_job(NewJob { user_id: bob, ..twin("j4", "cd") }).await.unwrap() else { panic!("created") };
+    assert_eq!(job.status, JobStatus::Queued, "the same key under other audio is no twin");
+    assert_eq!(store.queue_length().await.unwrap(), 1);
 }
 
 async fn an_idempotency_key_returns_the_first_job(store: Arc<dyn Store>) {

@@ -177,8 +177,8 @@ pub(super) async fn enqueue(
     inserted
 }
 
-/// Looks the transcript up in the cache and inserts the job (already
-/// succeeded on a hit), committing only with its audio's `audio_write`;
+/// Inserts the job, already succeeded if its transcript is known (to the
+/// cache's memory or, found by the insert, to the store), committing only with its audio's `audio_write`;
 /// the scheduler is woken for a new queued job.
 async fn insert(
     state: &AppState,
@@ -188,7 +188,7 @@ async fn insert(
     audio_write: Option<PendingWrite>,
 ) -> Result<Inserted, Problem> {
     let cache_key = crate::cache::key(&spec);
-    let cached = state.cache.lookup(&cache_key).await.map_err(store_problem)?;
+    let cached = state.cache.remembered(&cache_key).await;
     let job = NewJob {
         id: uuid::Uuid::now_v7().to_string(),
         user_id,
@@ -201,6 +201,7 @@ async fn insert(
     };
     let inserted = state.store.insert_job(job).await.map_err(store_problem)?;
     if let Inserted::Created(job) = &inserted {
+        state.cache.count_submit(job);
         state.metrics.jobs_submitted.with_label_values(&[&job.spec.provider]).inc();
         state.activity.submitted(&job.user_id);
         match job.status {

@@ -91,8 +91,9 @@ pub trait Store: Send + Sync {
     async fn user_by_key_hash(&self, key_hash: &str) -> StoreResult<Option<User>>;
 
     /// Inserts a job (queued, or succeeded at once when it carries a cached
-    /// transcript), or returns the job an earlier submit with the same
-    /// idempotency key created.
+    /// transcript or a job with its audio and cache key has succeeded), or
+    /// returns the job an earlier submit with the same idempotency key
+    /// created.
     async fn insert_job(&self, job: NewJob) -> StoreResult<Inserted>;
     /// One of `user_id`'s jobs.
     async fn job(&self, user_id: &str, job_id: &str) -> StoreResult<Option<Job>>;

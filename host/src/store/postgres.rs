@@ -159,12 +159,14 @@ impl Store for PostgresStore {
         }
         let spec = &job.spec;
         let sql = format!(
-            "INSERT INTO jobs (id, user_id, status, provider, priority, audio_sha256, audio_format, audio_bytes, \
+            "WITH hit (t) AS (SELECT COALESCE($16::text, (SELECT transcript FROM jobs \
+             WHERE cache_key = $15 AND audio_sha256 = $5 AND status = 'succeeded' LIMIT 1))) \
+             INSERT INTO jobs (id, user_id, status, provider, priority, audio_sha256, audio_format, audio_bytes, \
              language, prompt, temperature, model, response_format, attempts, run_at, created_at, idempotency_key, \
              cache_key, transcript, started_at, finished_at) \
-             VALUES ($1, $2, CASE WHEN $16::text IS NULL THEN 'queued' ELSE 'succeeded' END, $3, $4, $5, $6, $7, $8, $9, \
-             $10, $11, $12, 0, $13, $13, $14, $15, $16, CASE WHEN $16::text IS NULL THEN NULL ELSE $13::bigint END, \
-             CASE WHEN $16::text IS NULL THEN NULL ELSE $13::bigint END) \
+             SELECT $1, $2, CASE WHEN t IS NULL THEN 'queued' ELSE 'succeeded' END, $3, $4, $5, $6, $7, $8, $9, \
+             $10, $11, $12, 0, $13, $13, $14, $15, t, CASE WHEN t IS NULL THEN NULL ELSE $13::bigint END, \
+             CASE WHEN t IS NULL THEN NULL ELSE $13::bigint END FROM hit \
              ON CONFLICT (user_id, idempotency_key) DO NOTHING RETURNING {JOB_COLUMNS}"
         );
         // The new row comes back from the insert itself: no read after it.

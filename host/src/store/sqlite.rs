@@ -171,15 +171,21 @@ impl Store for SqliteStore {
     async fn insert_job(&self, job: NewJob) -> StoreResult<Inserted> {
         let spec = &job.spec;
         // The new row comes back from the insert itself: no read after it.
+        // A succeeded twin is looked for here, on the writer's connection,
+        // whose pages are warm (a read connection starts cold after every
+        // commit); `WHERE true` tells SQLite's parser the ON CONFLICT is
+        // the upsert's, not a join's.
         let inserted = self
             .write_returning_jobs(
                 job.audio_write.as_ref(),
-                format!("INSERT INTO jobs (id, user_id, status, provider, priority, audio_sha256, audio_format, audio_bytes, \
+                format!("WITH hit (t) AS (SELECT COALESCE(?16, (SELECT transcript FROM jobs \
+                 WHERE audio_sha256 = ?5 AND cache_key = ?15 AND status = 'succeeded' LIMIT 1))) \
+                 INSERT INTO jobs (id, user_id, status, provider, priority, audio_sha256, audio_format, audio_bytes, \
                  language, prompt, temperature, model, response_format, attempts, run_at, created_at, idempotency_key, \
                  cache_key, transcript, started_at, finished_at) \
-                 VALUES (?1, ?2, CASE WHEN ?16 IS NULL THEN 'queued' ELSE 'succeeded' END, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, \
-                 ?11, ?12, 0, ?13, ?13, ?14, ?15, ?16, CASE WHEN ?16 IS NULL THEN NULL ELSE ?13 END, \
-                 CASE WHEN ?16 IS NULL THEN NULL ELSE ?13 END) \
+                 SELECT ?1, ?2, CASE WHEN t IS NULL THEN 'queued' ELSE 'succeeded' END, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, \
+                 ?11, ?12, 0, ?13, ?13, ?14, ?15, t, CASE WHEN t IS NULL THEN NULL ELSE ?13 END, \
+                 CASE WHEN t IS NULL THEN NULL ELSE ?13 END FROM hit WHERE true \
                  ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING {JOB_COLUMNS}"),
                 vec![
                     job.id.as_str().into(),

@@ -160,8 +160,10 @@ pub struct NewJob {
     pub now_ms: i64,
     /// The transcript cache key (see `crate::cache`).
     pub cache_key: String,
-    /// A cached transcript (JSON) for this key: the job is inserted already
-    /// succeeded, with this transcript, and never runs.
+    /// A cached transcript (JSON) for this key, if the caller holds one;
+    /// else the store looks for a succeeded job with the same audio and
+    /// key itself, in the insert. With either, the job is inserted already
+    /// succeeded, with that transcript, and never runs.
     pub cached_transcript: Option<String>,
     /// The write storing the job's audio, if the audio store answered
     /// before it committed ([`crate::audio::AudioStore::put_deferred`]):

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::rows::query_rows;
+use super::rows::{query_rows, NamedRow};
 use super::{AcquireObserver, PoolUsage, StoreError, StoreResult};
 
 /// Read connections to one database; cheap to clone (clones share them).
@@ -121,7 +121,7 @@ impl ReadPool {
         &self,
         sql: &str,
         params: impl rusqlite::Params + Clone + Send,
-        decode: impl Fn(&rusqlite::Row<'_>) -> StoreResult<T> + Send,
+        decode: impl Fn(&NamedRow<'_, '_>) -> StoreResult<T> + Send,
     ) -> StoreResult<Vec<T>> {
         let connection = self.acquire().await?;
         self.retrying(connection, move |c| query_rows(c, sql, params.clone(), &decode)).await
@@ -161,7 +161,7 @@ impl ReadPool {
         &self,
         sql: impl AsRef<str> + Send + 'static,
         params: impl rusqlite::Params + Clone + Send + 'static,
-        decode: impl Fn(&rusqlite::Row<'_>) -> StoreResult<T> + Send + 'static,
+        decode: impl Fn(&NamedRow<'_, '_>) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<Vec<T>> {
         let connection = self.acquire().await?;
         let deadline = Instant::now() + self.inner.timeout;

@@ -29,7 +29,7 @@
 //! an error although SQLite committed them: they may or may not survive,
 //! as with a COMMIT whose own sync fails.
 //!
-//! The writer's checkpoints (every 1,000 WAL pages, inside a COMMIT, as
+//! The writer's checkpoints (every 4,000 WAL pages, inside a COMMIT, as
 //! SQLite runs them) still flush on the writer thread: a checkpoint syncs
 //! the WAL before copying it and the database after. Run elsewhere, a
 //! checkpoint racing a busy writer rarely backfills the whole WAL, and the

@@ -53,6 +53,15 @@ use super::{StoreError, StoreResult};
 /// The most writes sharing one transaction.
 pub const MAX_BATCH: usize = 64;
 
+/// WAL pages past which a commit checkpoints (SQLite's default is 1,000),
+/// and so about the largest the log grows (it is written again from its
+/// start after a checkpoint that copied it whole): 16 MB at 4 KB a page.
+/// A job's writes dirty the same index and count pages over and over, and a
+/// checkpoint copies each page once however often it changed, with two
+/// fsyncs; so four times fewer of them cost the writer less (throughput
+/// 3-4 % up in the bench), for a longer pause at each.
+pub const WAL_CHECKPOINT_PAGES: u32 = 4_000;
+
 /// One write: run inside the writer's open transaction, it returns how to
 /// answer it once its transaction's fate is known; answered once that is
 /// durable, or (see [`Answered`]) as soon as it committed.
@@ -153,6 +162,7 @@ impl Writer {
         let connection = super::connect::connect(path, busy_timeout)?;
         // The commit itself does not flush; the flusher does (and answers).
         connection.pragma_update(None, "synchronous", "NORMAL")?;
+        connection.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)?;
         // A read opens (or makes) the WAL, which stays while this
         // connection is open.
         connection.query_row("SELECT COUNT(*) FROM sqlite_schema", [], |_| Ok(()))?;
@@ -449,6 +459,27 @@ mod tests {
         end.send(Ok(())).unwrap();
         soon(second.committed(), "the second flush").await.expect("the second group's own flush");
         assert_eq!(count(), 2);
+    }
+
+    #[tokio::test]
+    async fn the_log_is_checkpointed_and_written_again_from_its_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("writes.db");
+        rusqlite::Connection::open(&path).unwrap().execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE b (v BLOB)").unwrap();
+        let writer = Writer::start(&path, Duration::from_secs(1)).unwrap();
+        // Rows of about a page each, two and a half bounds' worth.
+        let rows = WAL_CHECKPOINT_PAGES * 5 / 2;
+        for group in 0..rows / 50 {
+            for _ in 0..49 {
+                writer.send(|c| Ok(c.execute("INSERT INTO b (v) VALUES (zeroblob(4000))", []).map(|_| ())?)).unwrap();
+            }
+            let last = writer.write(|c| Ok(c.execute("INSERT INTO b (v) VALUES (zeroblob(4000))", [])?)).await;
+            assert_eq!(last.unwrap_or_else(|e| panic!("group {group}: {e}")), 1);
+        }
+        let page = 4096 + 24;
+        let wal = std::fs::metadata(dir.path().join("writes.db-wal")).unwrap().len();
+        assert!(wal <= u64::from(WAL_CHECKPOINT_PAGES + 200) * page, "the log stays near its bound: {wal} bytes");
+        assert!(wal > u64::from(WAL_CHECKPOINT_PAGES / 2) * page, "checkpoints wait for the bound: {wal} bytes");
     }
 
     #[tokio::test]

@@ -127,7 +127,10 @@ async fn a_cached_or_stored_transcript_finishes_a_job_at_insert_and_is_found_by_
     assert_eq!(store.transcript("j3").await.unwrap().as_deref(), Some(r#"{"text":"hi"}"#));
     let Inserted::Created(job) = store.insert_job(NewJob { user_id: bob, ..twin("j4", "cd") }).await.unwrap() else { panic!("created") };
     assert_eq!(job.status, JobStatus::Queued, "the same key under other audio is no twin");
-    assert_eq!(store.queue_length().await.unwrap(), 1);
+    let [cy] = users(&*store, &["cy"]).await.try_into().unwrap();
+    let Inserted::Created(job) = store.insert_job(NewJob { user_id: cy, ..twin("j5", "cd") }).await.unwrap() else { panic!("created") };
+    assert_eq!(job.status, JobStatus::Queued, "a twin that has not succeeded gives no transcript");
+    assert_eq!(store.queue_length().await.unwrap(), 2);
 }
 
 async fn an_idempotency_key_returns_the_first_job(store: Arc<dyn Store>) {

@@ -122,10 +122,8 @@ pub(super) async fn read_form(state: &AppState, request: Request) -> Result<(Vec
     Ok((fields, audio))
 }
 
-/// Checks `audio` against the provider, the queue against
-/// `SCRIBE_MAX_QUEUE_LENGTH`, looks the transcript up in the cache, and
-/// inserts the job (already succeeded on a cache hit); the scheduler is
-/// woken for a new queued job.
+/// Checks `audio` against the provider and the queue against
+/// `SCRIBE_MAX_QUEUE_LENGTH`, and inserts the job (see [`insert`]).
 pub(super) async fn enqueue(
     state: &AppState,
     user_id: String,
@@ -178,8 +176,9 @@ pub(super) async fn enqueue(
 }
 
 /// Inserts the job, already succeeded if its transcript is known (to the
-/// cache's memory or, found by the insert, to the store), committing only with its audio's `audio_write`;
-/// the scheduler is woken for a new queued job.
+/// cache's memory or, found by the insert, to the store), committing only
+/// with its audio's `audio_write`; the scheduler is woken for a new queued
+/// job.
 async fn insert(
     state: &AppState,
     user_id: String,

@@ -11,23 +11,25 @@
 //! WAL file (`fdatasync`) and then answers them. Flushes coalesce: the
 //! groups that committed while one flush ran share the next.
 //!
-//! What stays true: no write is answered (a 202, a claim, an outcome)
-//! before its commit is on disk. The WAL is a log read back as a prefix
+//! What stays true: no write is answered (a 202, an outcome) before its
+//! commit is on disk, but a claim, which the writer answers at its COMMIT
+//! ([`super::group_commit::Answered::Committed`]: one lost leaves its job
+//! queued). The WAL is a log read back as a prefix
 //! (each frame's checksum chains on the one before), so a commit that is
 //! on disk has every earlier commit on disk with it; a later group may
 //! therefore run on top of one still flushing. What changes: another
 //! connection may read a commit up to one flush before it is durable. A
 //! process that dies loses nothing written (the frames are in the kernel's
 //! page cache); only an operating-system crash or a power cut inside that
-//! window can take back a commit, and never one that was answered.
+//! window can take back a commit, and never one answered as durable.
 //!
 //! A failed flush poisons the writer: after an `fdatasync` error the
 //! kernel may have dropped the pages it could not write, and a later flush
 //! can report success without them, so no later write is answered as
 //! durable either. Writes fail until Scribe restarts (SQLite then recovers
-//! the WAL's valid prefix). The writes of a failed flush are answered with
-//! an error although SQLite committed them: they may or may not survive,
-//! as with a COMMIT whose own sync fails.
+//! the WAL's valid prefix). The writes of a failed flush waiting here are
+//! answered with an error although SQLite committed them: they may or may
+//! not survive, as with a COMMIT whose own sync fails.
 //!
 //! The writer's checkpoints (every 4,000 WAL pages, inside a COMMIT, as
 //! SQLite runs them) still flush on the writer thread: a checkpoint syncs
@@ -75,7 +77,8 @@ impl Flush for WalFile {
     }
 }
 
-/// Answers one write: `Ok` once its commit is durable, or why it is not.
+/// Answers one write: `Ok` once its commit is durable (or, for a write
+/// answered at its COMMIT, committed), or why it is not.
 pub type Answer = Box<dyn FnOnce(Result<(), &str>) + Send>;
 
 /// The handle the writer hands committed groups to.

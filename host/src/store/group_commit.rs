@@ -7,7 +7,8 @@
 //! claims and finishes that each paid their own flush were capped near
 //! 3,000 writes/s, while sharing a flush among up to [`MAX_BATCH`] writes
 //! lifts that cap without weakening durability: nothing is acknowledged
-//! before its commit is on disk (design.md, "Storage"). Each
+//! before its commit is on disk (design.md, "Storage"; a claim, which only
+//! the scheduler hears of, is the one exception: see below). Each
 //! write is still its own guarded statement; a statement that fails (a
 //! constraint) fails alone, and a commit that fails fails every write in
 //! it.
@@ -54,8 +55,10 @@ use super::{StoreError, StoreResult};
 pub const MAX_BATCH: usize = 64;
 
 /// WAL pages past which a commit checkpoints (SQLite's default is 1,000),
-/// and so about the largest the log grows (it is written again from its
-/// start after a checkpoint that copied it whole): 16 MB at 4 KB a page.
+/// and so about the largest the log grows while readers let a checkpoint
+/// copy it whole (it is then written again from its start): 16 MB at 4 KB
+/// a page. A read transaction held open across checkpoints (a long
+/// listing) can make it grow past that until one completes.
 /// A job's writes dirty the same index and count pages over and over, and a
 /// checkpoint copies each page once however often it changed, with two
 /// fsyncs; so four times fewer of them cost the writer less (throughput
@@ -316,8 +319,12 @@ fn run(connection: rusqlite::Connection, mut queue: mpsc::UnboundedReceiver<Op>,
         }
         match connection.execute_batch("COMMIT") {
             Ok(()) => {
+                // A flush that failed while this group ran poisoned the
+                // writer: nothing later will be written, so a claim that
+                // goes on to a provider call could never record its outcome.
+                let poisoned = flusher.failure();
                 for answer in at_commit {
-                    answer(Ok(()));
+                    answer(poisoned.map_or(Ok(()), Err));
                 }
                 flusher.committed(answers);
             }
@@ -486,7 +493,8 @@ mod tests {
     async fn a_write_answered_at_commit_does_not_wait_for_the_flush() {
         let dir = tempfile::tempdir().unwrap();
         let (writer, count, started, end) = held_writer(&dir);
-        // Held until both are sent, so they share one group.
+        // The writer is held in a first write until both are sent, so the
+        // two share a group (the held one's, or the next).
         let (hold, held) = std::sync::mpsc::channel::<()>();
         writer.send(move |_| Ok(held.recv().unwrap_or(()))).unwrap();
         let mut durable = Box::pin(writer.write(insert(1)));
@@ -499,6 +507,9 @@ mod tests {
         assert_eq!(count(), 2, "both committed");
         assert!(futures_util::poll!(&mut durable).is_pending(), "the group's other write still waits for the flush");
         end.send(Ok(())).unwrap();
+        // Any later flush (the two may have followed the held write's
+        // group) ends at once.
+        drop(end);
         soon(durable, "the answer after the flush").await.expect("answered once flushed");
     }
 

@@ -132,7 +132,9 @@ pub trait Store: Send + Sync {
     /// The earliest `run_at` of a queued job still in the future, if any.
     async fn next_run_at(&self, now_ms: i64) -> StoreResult<Option<i64>>;
     /// Claims a ready queued job for `owner` until `lease_until_ms`,
-    /// counting an attempt. `None` if someone else got it first.
+    /// counting an attempt. `None` if someone else got it first. A claim
+    /// may be answered before it is durable (SQLite answers claims at their
+    /// commit): lost to an OS crash, its job is simply still queued.
     async fn claim(&self, job_id: &str, owner: &str, now_ms: i64, lease_until_ms: i64) -> StoreResult<Option<Job>>;
     /// Claims each of `claims` (a job id and its lease owner) as
     /// [`Store::claim`] would, until `lease_until_ms`; the jobs claimed, in

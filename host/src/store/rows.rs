@@ -1,7 +1,7 @@
 //! Rows into values, for every backend: both schemas use the same column
 //! names and value kinds (text, 64-bit integers, a double), so one decoder
-//! per row shape serves SQLite (rusqlite rows) and PostgreSQL (sqlx rows)
-//! alike, through [`Columns`].
+//! per row shape serves SQLite (rusqlite rows, as [`NamedRow`]s) and
+//! PostgreSQL (sqlx rows) alike, through [`Columns`].
 
 use sqlx::postgres::PgRow;
 use sqlx::Row;
@@ -25,7 +25,7 @@ pub trait Columns {
 }
 
 /// [`Columns`] for a row type whose `$get(column)` reads a typed value
-/// (sqlx's `try_get`, rusqlite's `get`).
+/// (sqlx's `try_get`, [`NamedRow`]'s `at`).
 macro_rules! columns_by {
     ($row:ty, $get:ident) => {
         impl Columns for $row {
@@ -74,29 +74,13 @@ impl NamedRow<'_, '_> {
         let index = self
             .names
             .iter()
-            .position(|name| name == column)
+            .position(|name| name.eq_ignore_ascii_case(column))
             .ok_or_else(|| rusqlite::Error::InvalidColumnName(column.to_string()))?;
         Ok(self.row.get(index)?)
     }
 }
 
-impl Columns for NamedRow<'_, '_> {
-    fn text(&self, column: &str) -> StoreResult<String> {
-        self.at(column)
-    }
-    fn opt_text(&self, column: &str) -> StoreResult<Option<String>> {
-        self.at(column)
-    }
-    fn int(&self, column: &str) -> StoreResult<i64> {
-        self.at(column)
-    }
-    fn opt_int(&self, column: &str) -> StoreResult<Option<i64>> {
-        self.at(column)
-    }
-    fn opt_real(&self, column: &str) -> StoreResult<Option<f64>> {
-        self.at(column)
-    }
-}
+columns_by!(NamedRow<'_, '_>, at);
 
 /// Runs `sql` with `params` on a SQLite connection (a read's or the
 /// writer's) and decodes every row with `decode`.

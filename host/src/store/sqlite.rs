@@ -349,11 +349,12 @@ impl Store for SqliteStore {
             args.push(owner.as_str().into());
         }
         // Answered once committed, not flushed: a claim lost to an
-        // operating-system crash leaves its job queued, to be claimed
-        // again, as if its instance had died holding it (its outcome
-        // commits after it, so is lost with it). The call it lets start may
-        // begin before the submit of its job was answered (the insert's
-        // flush under way); a crash then loses that unanswered job too.
+        // operating-system crash leaves its job queued, to be claimed again
+        // (its attempt not counted; its outcome commits after it, so is
+        // lost with it), and the provider may be called for it again, as
+        // after any crash mid-call. The call may begin before the submit of
+        // its job was answered (the insert's flush under way); a crash then
+        // loses that unanswered job too.
         self.writer.write_answered(Answered::Committed, returning_jobs(sql, args)).await
     }
 

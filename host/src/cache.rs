@@ -5,12 +5,16 @@
 //! prompt, temperature); the response format is not part of the key, since
 //! every format is rendered from the one transcript. A submit whose key is
 //! known finishes at once (from memory, or after a restart or an eviction
-//! from the store: any succeeded job with that key). A worker gets its
-//! transcript through [`TranscriptCache::get_or_call`], which lets one call
-//! per key run at a time: jobs with the same key that run together wait
-//! for that call and share its outcome, so simultaneous twins cost one
-//! provider call. A hit is a job that finished without a provider call; a
-//! miss is one that made the call.
+//! from the store: any succeeded job with that key, which the store's
+//! insert looks for itself). A worker gets its transcript through
+//! [`TranscriptCache::get_or_call`], which lets one call per key run at a
+//! time: jobs with the same key that run together wait for that call and
+//! share its outcome, so simultaneous twins cost one provider call; a twin
+//! that succeeded since the job was queued, and that memory no longer holds
+//! (a restart, another instance), the claim found in the store. A hit is a
+//! job that finished without a provider call; a miss is one that made the
+//! call. The store is asked in its writes (insert, claim), on the writer's
+//! warm pages, not by reads of the cache's own.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -20,13 +24,13 @@ use sha2::{Digest, Sha256};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::store::{Job, JobSpec, JobStatus, Store, StoreError};
+use crate::store::{Job, JobSpec, JobStatus};
 
 /// Transcripts (JSON) by cache key: in memory (moka, bounded by
-/// `CACHE_MAX_SIZE` entries and `CACHE_DEFAULT_TTL`), backed by the store.
+/// `CACHE_MAX_SIZE` entries and `CACHE_DEFAULT_TTL`); the store's
+/// succeeded jobs behind it.
 pub struct TranscriptCache {
     memory: moka::future::Cache<String, Arc<String>>,
-    store: Arc<dyn Store>,
     metrics: Metrics,
 }
 
@@ -70,13 +74,13 @@ pub fn key(spec: &JobSpec) -> CacheKey {
 }
 
 impl TranscriptCache {
-    /// A cache sized and timed by `config`, falling back to `store`.
-    pub fn new(config: &Config, store: Arc<dyn Store>, metrics: Metrics) -> Self {
+    /// A cache sized and timed by `config`.
+    pub fn new(config: &Config, metrics: Metrics) -> Self {
         let memory = moka::future::Cache::builder()
             .max_capacity(config.cache_max_size)
             .time_to_live(Duration::from_millis(config.cache_default_ttl_ms))
             .build();
-        Self { memory, store, metrics }
+        Self { memory, metrics }
     }
 
     /// At submit: the transcript for `key`, if memory holds it. The store
@@ -97,11 +101,14 @@ impl TranscriptCache {
         }
     }
 
-    /// In a worker: the transcript for `key`, from the cache or the store,
-    /// else from `call`, of which one runs per key at a time (the others
-    /// with that key wait and share its outcome). Counted as a miss when
-    /// this job's `call` ran, as a hit otherwise.
-    pub async fn get_or_call<F, Fut, E>(&self, key: &CacheKey, call: F) -> Result<Arc<String>, Arc<E>>
+    /// In a worker: the transcript for `key`, from memory, else `stored`
+    /// (a succeeded twin's, which the claim found: [`Claimed`]), else from
+    /// `call`, of which one runs per key at a time (the others with that
+    /// key wait and share its outcome). Counted as a miss when this job's
+    /// `call` ran, as a hit otherwise.
+    ///
+    /// [`Claimed`]: crate::store::Claimed
+    pub async fn get_or_call<F, Fut, E>(&self, key: &CacheKey, stored: Option<String>, call: F) -> Result<Arc<String>, Arc<E>>
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<String, E>>,
@@ -111,8 +118,8 @@ impl TranscriptCache {
         let outcome = self
             .memory
             .try_get_with(key.digest.clone(), async {
-                if let Ok(Some(stored)) = self.from_store(key).await {
-                    return Ok(stored);
+                if let Some(stored) = stored {
+                    return Ok(Arc::new(stored));
                 }
                 called.store(true, Ordering::Relaxed);
                 call().await.map(Arc::new)
@@ -126,12 +133,6 @@ impl TranscriptCache {
         outcome
     }
 
-    async fn from_store(&self, key: &CacheKey) -> Result<Option<Arc<String>>, StoreError> {
-        let Some(stored) = self.store.cached_transcript(&key.audio_sha256, &key.digest).await? else { return Ok(None) };
-        let stored = Arc::new(stored);
-        self.memory.insert(key.digest.clone(), stored.clone()).await;
-        Ok(Some(stored))
-    }
 }
 
 #[cfg(test)]
@@ -152,6 +153,20 @@ mod tests {
             model: None,
             response_format: "json".into(),
         }
+    }
+
+    #[tokio::test]
+    async fn a_twins_transcript_from_the_claim_spares_the_call_and_is_kept() {
+        let metrics = Metrics::new();
+        let cache = TranscriptCache::new(&Config::from_vars(Default::default()).unwrap(), metrics.clone());
+        let never = || async { Err::<String, String>("no call was due".into()) };
+        let found = cache.get_or_call(&key(&spec()), Some("twin".into()), never).await;
+        assert_eq!(found.as_deref().map(String::as_str), Ok("twin"));
+        assert_eq!(cache.remembered(&key(&spec())).await.as_deref().map(String::as_str), Some("twin"), "kept in memory");
+        let other = JobSpec { language: None, ..spec() };
+        let called = cache.get_or_call(&key(&other), None, || async { Ok::<_, String>("called".to_string()) }).await;
+        assert_eq!(called.as_deref().map(String::as_str), Ok("called"));
+        assert_eq!((metrics.cache_hits.get(), metrics.cache_misses.get()), (1, 1));
     }
 
     #[test]

@@ -147,7 +147,7 @@ pub async fn start_on(config: Config, listener: TcpListener) -> Result<Running, 
         (Some(_), Some(url)) => Wakeup::postgres(url, Duration::from_secs(config.fleet_poll_seconds)).await?,
         _ => Wakeup::local(),
     };
-    let cache = Arc::new(TranscriptCache::new(&config, store.clone(), metrics.clone()));
+    let cache = Arc::new(TranscriptCache::new(&config, metrics.clone()));
     let (job_events, _) = tokio::sync::broadcast::channel(JOB_EVENTS_CAPACITY);
     let activity = Arc::new(crate::activity::Activity::default());
     let state = Arc::new(AppState {

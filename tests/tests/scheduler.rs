@@ -47,7 +47,7 @@ async fn engine_with(config_toml: &str, env: &[(&str, &str)]) -> Engine {
     let store = scribe_host::store::open(&config).await.unwrap();
     let audio: Arc<dyn AudioStore> = Arc::new(LocalAudioStore::new(dir.path().join("audio")));
     let (wake, stop) = (scribe_host::wakeup::Wakeup::local(), Arc::new(Notify::new()));
-    let cache = Arc::new(TranscriptCache::new(&config, store.clone(), Metrics::new()));
+    let cache = Arc::new(TranscriptCache::new(&config, Metrics::new()));
     let scheduler = Scheduler::new(Parts {
         config,
         store: store.clone(),

@@ -47,7 +47,7 @@ macro_rules! on_both_backends {
 
 on_both_backends!(
     users_are_unique_by_name_and_found_by_key_hash,
-    a_cached_or_stored_transcript_finishes_a_job_at_insert_and_is_found_by_key,
+    a_succeeded_twins_transcript_finishes_a_job_at_insert_or_comes_with_its_claim,
     an_idempotency_key_returns_the_first_job,
     a_job_is_claimed_once_and_finished_once_by_its_lease_owner,
     a_retry_waits_in_the_store_until_run_at,
@@ -102,35 +102,40 @@ async fn users_are_unique_by_name_and_found_by_key_hash(store: Arc<dyn Store>) {
     assert_eq!(store.list_users().await.unwrap(), vec![ann]);
 }
 
-async fn a_cached_or_stored_transcript_finishes_a_job_at_insert_and_is_found_by_key(store: Arc<dyn Store>) {
-    let [ann] = users(&*store, &["ann"]).await.try_into().unwrap();
-    assert_eq!(store.cached_transcript(&"ab".repeat(32), "k").await.unwrap(), None);
-    let queued = NewJob { id: "j1".into(), user_id: ann.clone(), spec: spec(Priority::Normal), idempotency_key: None, now_ms: 5, cache_key: "k".into(), cached_transcript: None, audio_write: None };
-    store.insert_job(queued).await.unwrap();
-    assert_eq!(store.cached_transcript(&"ab".repeat(32), "k").await.unwrap(), None, "only a succeeded job's transcript counts");
-    store.claim("j1", "w", 6, 100).await.unwrap().expect("claimed");
-    assert!(store.succeed("j1", "w", r#"{"text":"hi"}"#, 7).await.unwrap());
-    assert_eq!(store.cached_transcript(&"ab".repeat(32), "k").await.unwrap().as_deref(), Some(r#"{"text":"hi"}"#));
-    assert_eq!(store.cached_transcript(&"cd".repeat(32), "k").await.unwrap(), None, "a key is found under its own audio only");
+async fn a_succeeded_twins_transcript_finishes_a_job_at_insert_or_comes_with_its_claim(store: Arc<dyn Store>) {
+    let [ann, bob] = users(&*store, &["ann", "bob"]).await.try_into().unwrap();
+    let hi = r#"{"text":"hi"}"#;
+    let twin = |id: &str, user: &str, audio: &str| NewJob { id: id.into(), user_id: user.into(), spec: JobSpec { audio_sha256: audio.repeat(32), ..spec(Priority::Normal) }, idempotency_key: None, now_ms: 5, cache_key: "k".into(), cached_transcript: None, audio_write: None };
+    let claim = |id: &str| {
+        let store = store.clone();
+        let id = id.to_string();
+        async move { store.claim_many(&[(id.clone(), format!("w-{id}"))], 6, 100).await.unwrap().pop().expect("claimed") }
+    };
+    for (id, audio) in [("j0", "ab"), ("j1", "ab"), ("j9", "cd")] {
+        let Inserted::Created(job) = store.insert_job(twin(id, &ann, audio)).await.unwrap() else { panic!("created") };
+        assert_eq!(job.status, JobStatus::Queued, "{id}: no twin has succeeded yet");
+    }
+    assert_eq!(claim("j1").await.twin_transcript, None, "a queued twin (j0) gives no transcript");
+    assert!(store.succeed("j1", "w-j1", hi, 7).await.unwrap());
+    let later = claim("j0").await;
+    assert_eq!((later.job.id.as_str(), later.twin_transcript.as_deref()), ("j0", Some(hi)), "a twin that succeeded since comes with the claim");
+    assert_eq!(claim("j9").await.twin_transcript, None, "the same key under other audio is no twin");
 
-    let hit = NewJob { id: "j2".into(), user_id: ann, spec: spec(Priority::Normal), idempotency_key: None, now_ms: 9, cache_key: "k".into(), cached_transcript: Some(r#"{"text":"hi"}"#.into()), audio_write: None };
+    // A transcript from the caller (the cache's memory) finishes the job at once.
+    let open = store.queue_length().await.unwrap();
+    let hit = NewJob { cached_transcript: Some(hi.into()), now_ms: 9, ..twin("j2", &ann, "ef") };
     let Inserted::Created(job) = store.insert_job(hit).await.unwrap() else { panic!("created") };
     assert_eq!((job.status, job.attempts, job.started_at_ms, job.finished_at_ms), (JobStatus::Succeeded, 0, Some(9), Some(9)));
-    assert_eq!(store.transcript("j2").await.unwrap().as_deref(), Some(r#"{"text":"hi"}"#));
-    assert_eq!(store.queue_length().await.unwrap(), 0, "a cached job never queues");
+    assert_eq!(store.transcript("j2").await.unwrap().as_deref(), Some(hi));
+    assert_eq!(store.queue_length().await.unwrap(), open, "a cached job never queues");
 
-    // Without a transcript from the caller, the insert finds the twin's.
-    let twin = |id: &str, audio: &str| NewJob { id: id.into(), user_id: "u".into(), spec: JobSpec { audio_sha256: audio.repeat(32), ..spec(Priority::Normal) }, idempotency_key: None, now_ms: 11, cache_key: "k".into(), cached_transcript: None, audio_write: None };
-    let [bob] = users(&*store, &["bob"]).await.try_into().unwrap();
-    let Inserted::Created(job) = store.insert_job(NewJob { user_id: bob.clone(), ..twin("j3", "ab") }).await.unwrap() else { panic!("created") };
-    assert_eq!((job.status, job.started_at_ms, job.finished_at_ms), (JobStatus::Succeeded, Some(11), Some(11)), "found by the insert");
-    assert_eq!(store.transcript("j3").await.unwrap().as_deref(), Some(r#"{"text":"hi"}"#));
-    let Inserted::Created(job) = store.insert_job(NewJob { user_id: bob, ..twin("j4", "cd") }).await.unwrap() else { panic!("created") };
-    assert_eq!(job.status, JobStatus::Queued, "the same key under other audio is no twin");
-    let [cy] = users(&*store, &["cy"]).await.try_into().unwrap();
-    let Inserted::Created(job) = store.insert_job(NewJob { user_id: cy, ..twin("j5", "cd") }).await.unwrap() else { panic!("created") };
-    assert_eq!(job.status, JobStatus::Queued, "a twin that has not succeeded gives no transcript");
-    assert_eq!(store.queue_length().await.unwrap(), 2);
+    // Without one, the insert finds a succeeded twin's itself.
+    let Inserted::Created(job) = store.insert_job(twin("j3", &bob, "ab")).await.unwrap() else { panic!("created") };
+    assert_eq!((job.status, job.started_at_ms, job.finished_at_ms), (JobStatus::Succeeded, Some(5), Some(5)), "found by the insert");
+    assert_eq!(store.transcript("j3").await.unwrap().as_deref(), Some(hi));
+    let Inserted::Created(job) = store.insert_job(twin("j4", &bob, "cd")).await.unwrap() else { panic!("created") };
+    assert_eq!(job.status, JobStatus::Queued, "the same key under other audio is no twin, nor a twin that has not succeeded (j9)");
+    assert_eq!(store.queue_length().await.unwrap(), open + 1);
 }
 
 async fn an_idempotency_key_returns_the_first_job(store: Arc<dyn Store>) {
@@ -296,7 +301,7 @@ async fn claims_made_together_take_only_ready_queued_jobs_each_for_its_owner(sto
     store.claim("c", "other#1", 11, 100).await.unwrap().expect("c running elsewhere");
     let wanted: Vec<(String, String)> =
         [("a", "me#1"), ("b", "me#2"), ("c", "me#3"), ("d", "me#4"), ("none", "me#5")].iter().map(|(j, o)| (j.to_string(), o.to_string())).collect();
-    let mut claimed = store.claim_many(&wanted, 20, 500).await.unwrap();
+    let mut claimed: Vec<_> = store.claim_many(&wanted, 20, 500).await.unwrap().into_iter().map(|c| c.job).collect();
     claimed.sort_by(|x, y| x.id.cmp(&y.id));
     let seen: Vec<(&str, JobStatus, Option<&str>, Option<i64>, u32)> =
         claimed.iter().map(|j| (j.id.as_str(), j.status, j.lease_owner.as_deref(), j.lease_until_ms, j.attempts)).collect();

@@ -30,7 +30,7 @@ use tokio::time::Instant;
 use super::{Admission, Admit, Admitted, Lease, LocalAdmission, ProviderLimits, Token};
 use crate::gate::{ConcurrencyGate, LocalGate};
 use crate::limiter::{Cell, Micros, Moment};
-use crate::store::{PostgresStore, Store, StoreResult};
+use crate::store::{Claimed, PostgresStore, Store, StoreResult};
 
 /// How long after its token's slot a call starts. Between a claim's commit
 /// and its call lie the worker's start, the audio read from the database
@@ -139,7 +139,7 @@ impl Admission for FleetAdmission {
             return Ok(Admit::Full);
         }
         let now_ms = crate::clock::now_ms();
-        let Some(job) = PostgresStore::claim_on(&mut tx, job_id, lease.owner, now_ms, lease.until_ms).await? else {
+        let Some(Claimed { job, twin_transcript }) = PostgresStore::claim_on(&mut tx, job_id, lease.owner, now_ms, lease.until_ms).await? else {
             tx.rollback().await?;
             return Ok(Admit::Taken);
         };
@@ -164,7 +164,7 @@ impl Admission for FleetAdmission {
         };
         tx.commit().await?;
         let slot = self.calls.try_acquire(provider, u32::MAX).expect("an uncapped gate always has a slot");
-        Ok(Admit::Admitted(Admitted { job, slot, token }))
+        Ok(Admit::Admitted(Admitted { job, slot, token, twin_transcript }))
     }
 
     async fn take_token(&self, provider: &str, limits: ProviderLimits, token: Token) {

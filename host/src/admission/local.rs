@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use super::{Admission, Admit, Admitted, Lease, ProviderLimits, Token};
 use crate::gate::{ConcurrencyGate, LocalGate, Slot};
 use crate::limiter::{LocalRateLimiter, RateLimiter};
-use crate::store::{Job, Store, StoreResult};
+use crate::store::{Claimed, Store, StoreResult};
 
 /// Slots and tokens in this process; jobs claimed in `store`.
 pub struct LocalAdmission {
@@ -62,19 +62,19 @@ impl Admission for LocalAdmission {
         let wanted: Vec<(String, String)> =
             jobs.iter().take(slots.len()).map(|(id, lease)| (id.to_string(), lease.owner.to_string())).collect();
         let until_ms = jobs.first().map_or(0, |(_, lease)| lease.until_ms);
-        let mut claimed: HashMap<String, Job> =
-            self.store.claim_many(&wanted, crate::clock::now_ms(), until_ms).await?.into_iter().map(|j| (j.id.clone(), j)).collect();
+        let mut claimed: HashMap<String, Claimed> =
+            self.store.claim_many(&wanted, crate::clock::now_ms(), until_ms).await?.into_iter().map(|c| (c.job.id.clone(), c)).collect();
         let mut answers: Vec<Admit> = Vec::with_capacity(jobs.len());
         for ((job_id, _), slot) in jobs.iter().zip(slots) {
             answers.push(match claimed.remove(*job_id) {
-                Some(job) => {
+                Some(Claimed { job, twin_transcript }) => {
                     // Taken now that the job is claimed; only a 429 pause
                     // since the count above leaves it to be waited for.
                     let token = match self.limiter.try_take(provider, limits.rate, Instant::now()) {
                         Ok(()) => Token::Held,
                         Err(at) => Token::DueAt(at),
                     };
-                    Admit::Admitted(Admitted { job, slot, token })
+                    Admit::Admitted(Admitted { job, slot, token, twin_transcript })
                 }
                 None => Admit::Taken,
             });

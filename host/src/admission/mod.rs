@@ -75,6 +75,9 @@ pub struct Admitted {
     /// The job's rate token: what the worker does about it just before the
     /// provider call ([`Admission::take_token`]).
     pub token: Token,
+    /// A succeeded twin's transcript, found by the claim
+    /// ([`crate::store::Claimed`]).
+    pub twin_transcript: Option<String>,
 }
 
 /// A claimed job's rate token.

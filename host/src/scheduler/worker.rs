@@ -16,7 +16,7 @@ impl Scheduler {
     /// call starts only once the job holds its rate token (see
     /// [`crate::admission::Token`]), taken or waited for just before it.
     pub(super) async fn execute(self: Arc<Self>, admitted: Admitted) {
-        let Admitted { job, slot, token } = admitted;
+        let Admitted { job, slot, token, twin_transcript } = admitted;
         let owner = job.lease_owner.clone().unwrap_or_default();
         let renewal = self.clone().renew_lease_while_running(job.id.clone(), owner.clone());
         let limits = self.limits_for(&job.spec.provider);
@@ -24,7 +24,7 @@ impl Scheduler {
         let outcome = self
             .parts
             .cache
-            .get_or_call(&key, || async {
+            .get_or_call(&key, twin_transcript, || async {
                 let request = self.request_for(&job).await?;
                 self.parts.admission.take_token(&job.spec.provider, limits, token).await;
                 let call = self.parts.activity.call_started(&job.spec.provider);

@@ -19,7 +19,7 @@ mod types;
 pub use group_commit::PendingWrite;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
-pub use types::{Head, Inserted, Job, JobError, JobSpec, JobStatus, LeaseEnd, NewJob, User};
+pub use types::{Claimed, Head, Inserted, Job, JobError, JobSpec, JobStatus, LeaseEnd, NewJob, User};
 
 /// A store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -137,16 +137,11 @@ pub trait Store: Send + Sync {
     /// commit): lost to an OS crash, its job is simply still queued.
     async fn claim(&self, job_id: &str, owner: &str, now_ms: i64, lease_until_ms: i64) -> StoreResult<Option<Job>>;
     /// Claims each of `claims` (a job id and its lease owner) as
-    /// [`Store::claim`] would, until `lease_until_ms`; the jobs claimed, in
-    /// no particular order (the others someone else got first). A backend
-    /// may claim them all in one statement.
-    async fn claim_many(&self, claims: &[(String, String)], now_ms: i64, lease_until_ms: i64) -> StoreResult<Vec<Job>> {
-        let mut claimed = Vec::with_capacity(claims.len());
-        for (job_id, owner) in claims {
-            claimed.extend(self.claim(job_id, owner, now_ms, lease_until_ms).await?);
-        }
-        Ok(claimed)
-    }
+    /// [`Store::claim`] would, until `lease_until_ms`; the jobs claimed,
+    /// each with a succeeded twin's transcript if there is one, in no
+    /// particular order (the others someone else got first). A backend may
+    /// claim them all in one statement.
+    async fn claim_many(&self, claims: &[(String, String)], now_ms: i64, lease_until_ms: i64) -> StoreResult<Vec<Claimed>>;
     /// Extends `owner`'s lease; false if the lease was lost.
     async fn renew_lease(&self, job_id: &str, owner: &str, lease_until_ms: i64) -> StoreResult<bool>;
     /// Ends `owner`'s lease on a running job, moving it to `status` with
@@ -177,10 +172,6 @@ pub trait Store: Send + Sync {
     /// Whether a job still needs the audio `sha256`: one that is queued or
     /// running, or that finished at or after `finished_since_ms`.
     async fn audio_in_use(&self, sha256: &str, finished_since_ms: i64) -> StoreResult<bool>;
-    /// The transcript (JSON) of a succeeded job of `audio_sha256` with
-    /// `cache_key`, if any (a key names one audio; both are asked so the
-    /// lookup and [`Store::audio_in_use`] can share an index).
-    async fn cached_transcript(&self, audio_sha256: &str, cache_key: &str) -> StoreResult<Option<String>>;
     /// The stored transcript (JSON) of a succeeded job.
     async fn transcript(&self, job_id: &str) -> StoreResult<Option<String>>;
 }

@@ -15,8 +15,8 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{PgConnection, Postgres};
 
-use super::rows::{head_from_row, job_from_row, open_jobs_from_row, priority_to_int, user_from_row, user_jobs_from_row, JOB_COLUMNS};
-use super::{AcquireObserver, Head, Inserted, Job, JobStatus, LeaseEnd, NewJob, OpenJobs, PoolUsage, Store, StoreError, StoreResult, User};
+use super::rows::{claimed_from_row, head_from_row, job_from_row, twin_transcript_of, open_jobs_from_row, priority_to_int, user_from_row, user_jobs_from_row, JOB_COLUMNS};
+use super::{AcquireObserver, Claimed, Head, Inserted, Job, JobStatus, LeaseEnd, NewJob, OpenJobs, PoolUsage, Store, StoreError, StoreResult, User};
 
 /// Jobs and users in a PostgreSQL database.
 pub struct PostgresStore {
@@ -50,19 +50,20 @@ impl PostgresStore {
         owner: &str,
         now_ms: i64,
         lease_until_ms: i64,
-    ) -> StoreResult<Option<Job>> {
+    ) -> StoreResult<Option<Claimed>> {
         let sql = format!(
             "WITH claimed AS ( \
                UPDATE jobs SET status = 'running', lease_owner = $1, lease_until = $2, attempts = attempts + 1, \
                started_at = COALESCE(started_at, $3) \
                WHERE id = (SELECT id FROM jobs WHERE id = $4 AND status = 'queued' AND run_at <= $3 FOR UPDATE SKIP LOCKED) \
                  AND status = 'queued' \
-               RETURNING {JOB_COLUMNS}), \
+               RETURNING {JOB_COLUMNS}, cache_key), \
              noted AS (UPDATE users SET last_dispatch = $3 WHERE id = (SELECT user_id FROM claimed)) \
-             SELECT * FROM claimed"
+             SELECT {JOB_COLUMNS}, {} FROM claimed",
+            twin_transcript_of("claimed")
         );
         let row = sqlx::query(&sql).bind(owner).bind(lease_until_ms).bind(now_ms).bind(job_id).fetch_optional(connection).await?;
-        row.as_ref().map(job_from_row).transpose()
+        row.as_ref().map(claimed_from_row).transpose()
     }
 
     /// A pooled connection, its wait reported to the acquire observer.
@@ -335,7 +336,16 @@ impl Store for PostgresStore {
     }
 
     async fn claim(&self, job_id: &str, owner: &str, now_ms: i64, lease_until_ms: i64) -> StoreResult<Option<Job>> {
-        Self::claim_on(&mut *self.connection().await?, job_id, owner, now_ms, lease_until_ms).await
+        Ok(Self::claim_on(&mut *self.connection().await?, job_id, owner, now_ms, lease_until_ms).await?.map(|c| c.job))
+    }
+
+    async fn claim_many(&self, claims: &[(String, String)], now_ms: i64, lease_until_ms: i64) -> StoreResult<Vec<Claimed>> {
+        let mut connection = self.connection().await?;
+        let mut claimed = Vec::with_capacity(claims.len());
+        for (job_id, owner) in claims {
+            claimed.extend(Self::claim_on(&mut *connection, job_id, owner, now_ms, lease_until_ms).await?);
+        }
+        Ok(claimed)
     }
 
     async fn renew_lease(&self, job_id: &str, owner: &str, lease_until_ms: i64) -> StoreResult<bool> {
@@ -360,11 +370,6 @@ impl Store for PostgresStore {
         .execute(&mut *self.connection().await?)
         .await?;
         Ok(done.rows_affected())
-    }
-
-    async fn cached_transcript(&self, audio_sha256: &str, cache_key: &str) -> StoreResult<Option<String>> {
-        let sql = "SELECT transcript FROM jobs WHERE cache_key = $2 AND audio_sha256 = $1 AND status = 'succeeded' LIMIT 1";
-        self.succeeded_transcript(sql, &[audio_sha256, cache_key]).await
     }
 
     async fn transcript(&self, job_id: &str) -> StoreResult<Option<String>> {

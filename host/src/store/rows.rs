@@ -6,7 +6,7 @@
 use sqlx::postgres::PgRow;
 use sqlx::Row;
 
-use super::{Head, Job, JobError, JobSpec, JobStatus, OpenJobs, StoreError, StoreResult, User};
+use super::{Claimed, Head, Job, JobError, JobSpec, JobStatus, OpenJobs, StoreError, StoreResult, User};
 use crate::plugins::types::Priority;
 
 /// A row whose columns are read by name, whichever library fetched it
@@ -163,6 +163,21 @@ pub fn job_from_row<R: Columns + ?Sized>(row: &R) -> StoreResult<Job> {
         lease_owner: row.opt_text("lease_owner")?,
         lease_until_ms: row.opt_int("lease_until")?,
     })
+}
+
+/// A claimed job from a row of [`JOB_COLUMNS`] and `twin_transcript`.
+pub fn claimed_from_row<R: Columns + ?Sized>(row: &R) -> StoreResult<Claimed> {
+    Ok(Claimed { job: job_from_row(row)?, twin_transcript: row.opt_text("twin_transcript")? })
+}
+
+/// The transcript of a succeeded twin of the job row `job` (a table name
+/// or alias holding `audio_sha256` and `cache_key`): an expression for a
+/// claim's result, read by [`claimed_from_row`].
+pub fn twin_transcript_of(job: &str) -> String {
+    format!(
+        "(SELECT twin.transcript FROM jobs AS twin WHERE twin.audio_sha256 = {job}.audio_sha256 \
+         AND twin.cache_key = {job}.cache_key AND twin.status = 'succeeded' LIMIT 1) AS twin_transcript"
+    )
 }
 
 /// A user from a row of `id, name, created_at`.

@@ -11,8 +11,8 @@ use sqlx::{ConnectOptions, Connection};
 
 use super::group_commit::{Answered, PendingWrite, Writer};
 use super::read_pool::ReadPool;
-use super::{AcquireObserver, Head, Inserted, Job, JobStatus, LeaseEnd, NewJob, OpenJobs, PoolUsage, Store, StoreError, StoreResult, User};
-use super::rows::{head_from_row, job_from_row, open_jobs_from_row, priority_to_int, query_rows, user_from_row, user_jobs_from_row, JOB_COLUMNS};
+use super::{AcquireObserver, Claimed, Head, Inserted, Job, JobStatus, LeaseEnd, NewJob, OpenJobs, PoolUsage, Store, StoreError, StoreResult, User};
+use super::rows::{claimed_from_row, head_from_row, job_from_row, twin_transcript_of, open_jobs_from_row, priority_to_int, query_rows, user_from_row, user_jobs_from_row, JOB_COLUMNS};
 
 /// Jobs and users in one SQLite file.
 pub struct SqliteStore {
@@ -107,13 +107,10 @@ impl SqliteStore {
     /// writer, committing only with `after` (if given); the jobs it
     /// returned, once committed.
     async fn write_returning_jobs(&self, after: Option<&PendingWrite>, sql: String, args: Vec<Arg>) -> StoreResult<Vec<Job>> {
-        self.writer.write_after(after, returning_jobs(sql, args)).await
+        self.writer
+            .write_after(after, move |c| query_rows(c, &sql, rusqlite::params_from_iter(&args), &|row| job_from_row(row)))
+            .await
     }
-}
-
-/// A write statement `RETURNING` [`JOB_COLUMNS`], for the writer to run.
-fn returning_jobs(sql: String, args: Vec<Arg>) -> impl FnOnce(&rusqlite::Connection) -> StoreResult<Vec<Job>> + Send + 'static {
-    move |c| query_rows(c, &sql, rusqlite::params_from_iter(&args), &|row| job_from_row(row))
 }
 
 
@@ -326,12 +323,12 @@ impl Store for SqliteStore {
 
     /// A claim of one: the one claiming statement is [`Store::claim_many`]'s.
     async fn claim(&self, job_id: &str, owner: &str, now_ms: i64, lease_until_ms: i64) -> StoreResult<Option<Job>> {
-        Ok(self.claim_many(&[(job_id.to_string(), owner.to_string())], now_ms, lease_until_ms).await?.pop())
+        Ok(self.claim_many(&[(job_id.to_string(), owner.to_string())], now_ms, lease_until_ms).await?.pop().map(|c| c.job))
     }
 
     /// One statement for all of them, so a round's claims cost the writer
     /// one trip to the database's thread rather than one each.
-    async fn claim_many(&self, claims: &[(String, String)], now_ms: i64, lease_until_ms: i64) -> StoreResult<Vec<Job>> {
+    async fn claim_many(&self, claims: &[(String, String)], now_ms: i64, lease_until_ms: i64) -> StoreResult<Vec<Claimed>> {
         if claims.is_empty() {
             return Ok(Vec::new());
         }
@@ -340,8 +337,9 @@ impl Store for SqliteStore {
             "WITH wanted (claim_id, claim_owner) AS (VALUES {}) \
              UPDATE jobs SET status = 'running', lease_owner = wanted.claim_owner, lease_until = ?1, \
              attempts = attempts + 1, started_at = COALESCE(started_at, ?2) \
-             FROM wanted WHERE jobs.id = wanted.claim_id AND status = 'queued' AND run_at <= ?2 RETURNING {JOB_COLUMNS}",
-            values.join(", ")
+             FROM wanted WHERE jobs.id = wanted.claim_id AND status = 'queued' AND run_at <= ?2 RETURNING {JOB_COLUMNS}, {}",
+            values.join(", "),
+            twin_transcript_of("jobs")
         );
         let mut args: Vec<Arg> = vec![lease_until_ms.into(), now_ms.into()];
         for (job_id, owner) in claims {
@@ -355,7 +353,8 @@ impl Store for SqliteStore {
         // after any crash mid-call. The call may begin before the submit of
         // its job was answered (the insert's flush under way); a crash then
         // loses that unanswered job too.
-        self.writer.write_answered(Answered::Committed, returning_jobs(sql, args)).await
+        let claim = move |c: &rusqlite::Connection| query_rows(c, &sql, rusqlite::params_from_iter(&args), &|row| claimed_from_row(row));
+        self.writer.write_answered(Answered::Committed, claim).await
     }
 
     async fn renew_lease(&self, job_id: &str, owner: &str, lease_until_ms: i64) -> StoreResult<bool> {
@@ -378,11 +377,6 @@ impl Store for SqliteStore {
             vec![now_ms.into()],
         )
         .await
-    }
-
-    async fn cached_transcript(&self, audio_sha256: &str, cache_key: &str) -> StoreResult<Option<String>> {
-        let sql = "SELECT transcript FROM jobs WHERE audio_sha256 = ?1 AND cache_key = ?2 AND status = 'succeeded' LIMIT 1";
-        self.succeeded_transcript(sql, &[audio_sha256, cache_key]).await
     }
 
     async fn transcript(&self, job_id: &str) -> StoreResult<Option<String>> {

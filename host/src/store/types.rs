@@ -173,6 +173,18 @@ pub struct NewJob {
     pub audio_write: Option<super::PendingWrite>,
 }
 
+/// A job just claimed, with what the worker needs before it calls the
+/// provider.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claimed {
+    /// The job, now `running` under the claimer's lease.
+    pub job: Job,
+    /// The transcript of a succeeded job with the same audio and cache key
+    /// (one that finished after this job was queued), found by the claim
+    /// itself: the job then needs no provider call.
+    pub twin_transcript: Option<String>,
+}
+
 /// The outcome of an insert.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Inserted {

@@ -9,12 +9,13 @@
 //! insert looks for itself). A worker gets its transcript through
 //! [`TranscriptCache::get_or_call`], which lets one call per key run at a
 //! time: jobs with the same key that run together wait for that call and
-//! share its outcome, so simultaneous twins cost one provider call; a twin
-//! that succeeded since the job was queued, and that memory no longer holds
-//! (a restart, another instance), the claim found in the store. A hit is a
-//! job that finished without a provider call; a miss is one that made the
-//! call. The store is asked in its writes (insert, claim), on the writer's
-//! warm pages, not by reads of the cache's own.
+//! share its outcome, so simultaneous twins cost one provider call; and a
+//! job whose twin succeeded after it was queued, out of this memory's sight
+//! (another instance, before a restart), takes the transcript its claim
+//! brought from the store. A hit is a job that finished without a provider
+//! call; a miss is one that made the call. The store is asked within its
+//! own writes (the insert, the claim: on SQLite, on the writer's warm
+//! pages), not by reads of the cache's.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -114,13 +115,18 @@ impl TranscriptCache {
         Fut: std::future::Future<Output = Result<String, E>>,
         E: Send + Sync + 'static,
     {
+        if let Some(stored) = stored {
+            // Not through the per-key call below: a call of that key under
+            // way elsewhere (which could fail) is no concern of this job's.
+            let stored = Arc::new(stored);
+            self.memory.insert(key.digest.clone(), stored.clone()).await;
+            self.metrics.cache_hits.inc();
+            return Ok(stored);
+        }
         let called = AtomicBool::new(false);
         let outcome = self
             .memory
             .try_get_with(key.digest.clone(), async {
-                if let Some(stored) = stored {
-                    return Ok(Arc::new(stored));
-                }
                 called.store(true, Ordering::Relaxed);
                 call().await.map(Arc::new)
             })

@@ -226,6 +226,44 @@ async fn a_job_the_provider_refuses_fails_without_a_retry() {
     engine.stop.notify_one();
 }
 
+/// A twin that succeeded after the job was queued, out of this cache's
+/// sight (another instance, before a restart), spares the job its call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_job_whose_twin_succeeded_meanwhile_takes_its_transcript_without_a_call() {
+    let engine = engine(&[]).await;
+    let user = engine.store.create_user("ann", "hash-ann", 0).await.unwrap().id;
+    let bytes = Bytes::from(scribe_tests::wav(7, 64));
+    let stored = engine.audio.put(Box::pin(futures_util::stream::iter([Ok(bytes)])), 1 << 20).await.unwrap();
+    let spec = JobSpec {
+        provider: "openai-whisper".into(),
+        priority: Priority::Normal,
+        audio_sha256: stored.sha256,
+        audio_format: "wav".into(),
+        audio_bytes: stored.bytes,
+        language: None,
+        prompt: None,
+        temperature: None,
+        model: None,
+        response_format: "json".into(),
+    };
+    let now = scribe_host::clock::now_ms();
+    let job = |id: &str, transcript: Option<&str>| NewJob { id: id.into(), user_id: user.clone(), spec: spec.clone(), idempotency_key: None, now_ms: now, cache_key: "same".into(), cached_transcript: transcript.map(String::from), audio_write: None };
+    // Queued (not woken yet), then its twin finishes elsewhere.
+    assert!(matches!(engine.store.insert_job(job("queued", None)).await.unwrap(), Inserted::Created(j) if j.status == JobStatus::Queued));
+    let twin = r#"{"text":"from the twin"}"#;
+    assert!(matches!(engine.store.insert_job(job("twin", Some(twin))).await.unwrap(), Inserted::Created(j) if j.status == JobStatus::Succeeded));
+    engine.wake.wake();
+    wait_until("the queued job to finish", Duration::from_secs(30), || async {
+        engine.store.job_by_id("queued").await.unwrap().unwrap().status.is_terminal()
+    })
+    .await;
+    let done = engine.store.job_by_id("queued").await.unwrap().unwrap();
+    assert_eq!((done.status, done.attempts), (JobStatus::Succeeded, 1));
+    assert_eq!(engine.store.transcript("queued").await.unwrap().as_deref(), Some(twin));
+    assert_eq!(engine.fake.calls(), 0, "no provider call");
+    engine.stop.notify_one();
+}
+
 /// The brief's burst in scaled time: 10 users x 100 files, 1800/min,
 /// 5 at a time, 50 ms per call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -132,7 +132,8 @@ pub trait Store: Send + Sync {
     /// The earliest `run_at` of a queued job still in the future, if any.
     async fn next_run_at(&self, now_ms: i64) -> StoreResult<Option<i64>>;
     /// Claims a ready queued job for `owner` until `lease_until_ms`,
-    /// counting an attempt. `None` if someone else got it first. A claim
+    /// counting an attempt (without a twin's transcript: see
+    /// [`Store::claim_many`]). `None` if someone else got it first. A claim
     /// may be answered before it is durable (SQLite answers claims at their
     /// commit): lost to an OS crash, its job is simply still queued.
     async fn claim(&self, job_id: &str, owner: &str, now_ms: i64, lease_until_ms: i64) -> StoreResult<Option<Job>>;

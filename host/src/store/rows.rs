@@ -172,7 +172,10 @@ pub fn claimed_from_row<R: Columns + ?Sized>(row: &R) -> StoreResult<Claimed> {
 
 /// The transcript of a succeeded twin of the job row `job` (a table name
 /// or alias holding `audio_sha256` and `cache_key`): an expression for a
-/// claim's result, read by [`claimed_from_row`].
+/// claim's result, read by [`claimed_from_row`]. In SQLite's `RETURNING`
+/// it reads the table being changed, whose rows may be seen changed or
+/// not; a claim only turns `queued` rows `running`, which are no
+/// `succeeded` twins either way.
 pub fn twin_transcript_of(job: &str) -> String {
     format!(
         "(SELECT twin.transcript FROM jobs AS twin WHERE twin.audio_sha256 = {job}.audio_sha256 \

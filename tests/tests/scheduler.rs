@@ -78,20 +78,7 @@ impl Engine {
         let mut n: u32 = 0;
         for user in &user_ids {
             for _ in 0..per_user {
-                let bytes = Bytes::from(scribe_tests::wav(n, 64));
-                let stored = self.audio.put(Box::pin(futures_util::stream::iter([Ok(bytes)])), 1 << 20).await.unwrap();
-                let spec = JobSpec {
-                    provider: "openai-whisper".into(),
-                    priority: Priority::Normal,
-                    audio_sha256: stored.sha256,
-                    audio_format: "wav".into(),
-                    audio_bytes: stored.bytes,
-                    language: None,
-                    prompt: None,
-                    temperature: None,
-                    model: None,
-                    response_format: "json".into(),
-                };
+                let spec = self.spec_of_new_audio(n).await;
                 let id = format!("job-{n:05}");
                 let job = NewJob { id: id.clone(), user_id: user.clone(), spec, idempotency_key: None, now_ms: scribe_host::clock::now_ms(), cache_key: id.clone(), cached_transcript: None, audio_write: None };
                 assert!(matches!(self.store.insert_job(job).await.unwrap(), Inserted::Created(_)));
@@ -101,6 +88,24 @@ impl Engine {
         }
         self.wake.wake();
         ids
+    }
+
+    /// A job for openai-whisper on distinct audio number `n`, stored.
+    async fn spec_of_new_audio(&self, n: u32) -> JobSpec {
+        let bytes = Bytes::from(scribe_tests::wav(n, 64));
+        let stored = self.audio.put(Box::pin(futures_util::stream::iter([Ok(bytes)])), 1 << 20).await.unwrap();
+        JobSpec {
+            provider: "openai-whisper".into(),
+            priority: Priority::Normal,
+            audio_sha256: stored.sha256,
+            audio_format: "wav".into(),
+            audio_bytes: stored.bytes,
+            language: None,
+            prompt: None,
+            temperature: None,
+            model: None,
+            response_format: "json".into(),
+        }
     }
 
     /// Asserts that every job succeeded at its first attempt; each user's
@@ -232,20 +237,7 @@ async fn a_job_the_provider_refuses_fails_without_a_retry() {
 async fn a_queued_job_whose_twin_succeeded_meanwhile_takes_its_transcript_without_a_call() {
     let engine = engine(&[]).await;
     let user = engine.store.create_user("ann", "hash-ann", 0).await.unwrap().id;
-    let bytes = Bytes::from(scribe_tests::wav(7, 64));
-    let stored = engine.audio.put(Box::pin(futures_util::stream::iter([Ok(bytes)])), 1 << 20).await.unwrap();
-    let spec = JobSpec {
-        provider: "openai-whisper".into(),
-        priority: Priority::Normal,
-        audio_sha256: stored.sha256,
-        audio_format: "wav".into(),
-        audio_bytes: stored.bytes,
-        language: None,
-        prompt: None,
-        temperature: None,
-        model: None,
-        response_format: "json".into(),
-    };
+    let spec = engine.spec_of_new_audio(7).await;
     let now = scribe_host::clock::now_ms();
     let job = |id: &str, transcript: Option<&str>| NewJob { id: id.into(), user_id: user.clone(), spec: spec.clone(), idempotency_key: None, now_ms: now, cache_key: "same".into(), cached_transcript: transcript.map(String::from), audio_write: None };
     // Queued (not woken yet), then its twin finishes elsewhere.

@@ -15,7 +15,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{PgConnection, Postgres};
 
-use super::rows::{claimed_from_row, head_from_row, job_from_row, twin_transcript_of, open_jobs_from_row, priority_to_int, user_from_row, user_jobs_from_row, JOB_COLUMNS};
+use super::rows::{claimed_from_row, head_from_row, job_from_row, succeeded_twin, open_jobs_from_row, priority_to_int, user_from_row, user_jobs_from_row, JOB_COLUMNS};
 use super::{AcquireObserver, Claimed, Head, Inserted, Job, JobStatus, LeaseEnd, NewJob, OpenJobs, PoolUsage, Store, StoreError, StoreResult, User};
 
 /// Jobs and users in a PostgreSQL database.
@@ -59,8 +59,8 @@ impl PostgresStore {
                  AND status = 'queued' \
                RETURNING {JOB_COLUMNS}, cache_key), \
              noted AS (UPDATE users SET last_dispatch = $3 WHERE id = (SELECT user_id FROM claimed)) \
-             SELECT {JOB_COLUMNS}, {} FROM claimed",
-            twin_transcript_of("claimed")
+             SELECT {JOB_COLUMNS}, {} AS twin_transcript FROM claimed",
+            succeeded_twin("claimed.audio_sha256", "claimed.cache_key")
         );
         let row = sqlx::query(&sql).bind(owner).bind(lease_until_ms).bind(now_ms).bind(job_id).fetch_optional(connection).await?;
         row.as_ref().map(claimed_from_row).transpose()
@@ -88,13 +88,6 @@ impl PostgresStore {
         Ok(query.fetch_all(&mut *self.connection().await?).await?)
     }
 
-
-    /// The transcript column of the one row `sql` selects by `keys`.
-    async fn succeeded_transcript(&self, sql: &'static str, keys: &[&str]) -> StoreResult<Option<String>> {
-        let query = keys.iter().fold(sqlx::query_scalar(sql), |query, key| query.bind(*key));
-        let transcript: Option<Option<String>> = query.fetch_optional(&mut *self.connection().await?).await?;
-        Ok(transcript.flatten())
-    }
 }
 
 
@@ -160,15 +153,15 @@ impl Store for PostgresStore {
         }
         let spec = &job.spec;
         let sql = format!(
-            "WITH hit (t) AS (SELECT COALESCE($16::text, (SELECT transcript FROM jobs \
-             WHERE cache_key = $15 AND audio_sha256 = $5 AND status = 'succeeded' LIMIT 1))) \
+            "WITH hit (t) AS (SELECT COALESCE($16::text, {})) \
              INSERT INTO jobs (id, user_id, status, provider, priority, audio_sha256, audio_format, audio_bytes, \
              language, prompt, temperature, model, response_format, attempts, run_at, created_at, idempotency_key, \
              cache_key, transcript, started_at, finished_at) \
              SELECT $1, $2, CASE WHEN t IS NULL THEN 'queued' ELSE 'succeeded' END, $3, $4, $5, $6, $7, $8, $9, \
              $10, $11, $12, 0, $13, $13, $14, $15, t, CASE WHEN t IS NULL THEN NULL ELSE $13::bigint END, \
              CASE WHEN t IS NULL THEN NULL ELSE $13::bigint END FROM hit \
-             ON CONFLICT (user_id, idempotency_key) DO NOTHING RETURNING {JOB_COLUMNS}"
+             ON CONFLICT (user_id, idempotency_key) DO NOTHING RETURNING {JOB_COLUMNS}",
+            succeeded_twin("$5", "$15")
         );
         // The new row comes back from the insert itself: no read after it.
         let inserted = sqlx::query(&sql)
@@ -373,6 +366,8 @@ impl Store for PostgresStore {
     }
 
     async fn transcript(&self, job_id: &str) -> StoreResult<Option<String>> {
-        self.succeeded_transcript("SELECT transcript FROM jobs WHERE id = $1 AND status = 'succeeded'", &[job_id]).await
+        let query = sqlx::query_scalar("SELECT transcript FROM jobs WHERE id = $1 AND status = 'succeeded'").bind(job_id);
+        let transcript: Option<Option<String>> = query.fetch_optional(&mut *self.connection().await?).await?;
+        Ok(transcript.flatten())
     }
 }

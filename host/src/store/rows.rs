@@ -165,21 +165,22 @@ pub fn job_from_row<R: Columns + ?Sized>(row: &R) -> StoreResult<Job> {
     })
 }
 
-/// A claimed job from a row of [`JOB_COLUMNS`] and `twin_transcript`.
+/// A claimed job from a row of [`JOB_COLUMNS`] and `twin_transcript`
+/// ([`succeeded_twin`]).
 pub fn claimed_from_row<R: Columns + ?Sized>(row: &R) -> StoreResult<Claimed> {
     Ok(Claimed { job: job_from_row(row)?, twin_transcript: row.opt_text("twin_transcript")? })
 }
 
-/// The transcript of a succeeded twin of the job row `job` (a table name
-/// or alias holding `audio_sha256` and `cache_key`): an expression for a
-/// claim's result, read by [`claimed_from_row`]. In SQLite's `RETURNING`
-/// it reads the table being changed, whose rows may be seen changed or
-/// not; a claim only turns `queued` rows `running`, which are no
-/// `succeeded` twins either way.
-pub fn twin_transcript_of(job: &str) -> String {
+/// The transcript of a succeeded twin of a job whose audio and cache key
+/// are the SQL expressions `audio_sha256` and `cache_key` (parameters for
+/// an insert, a row's columns for a claim): the one definition of a twin,
+/// for every backend. In SQLite's `RETURNING` it reads the table being
+/// changed, whose rows may be seen changed or not; a claim only turns
+/// `queued` rows `running`, which are no `succeeded` twins either way.
+pub fn succeeded_twin(audio_sha256: &str, cache_key: &str) -> String {
     format!(
-        "(SELECT twin.transcript FROM jobs AS twin WHERE twin.audio_sha256 = {job}.audio_sha256 \
-         AND twin.cache_key = {job}.cache_key AND twin.status = 'succeeded' LIMIT 1) AS twin_transcript"
+        "(SELECT twin.transcript FROM jobs AS twin WHERE twin.audio_sha256 = {audio_sha256} \
+         AND twin.cache_key = {cache_key} AND twin.status = 'succeeded' LIMIT 1)"
     )
 }
 

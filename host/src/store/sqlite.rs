@@ -12,7 +12,7 @@ use sqlx::{ConnectOptions, Connection};
 use super::group_commit::{Answered, PendingWrite, Writer};
 use super::read_pool::ReadPool;
 use super::{AcquireObserver, Claimed, Head, Inserted, Job, JobStatus, LeaseEnd, NewJob, OpenJobs, PoolUsage, Store, StoreError, StoreResult, User};
-use super::rows::{claimed_from_row, head_from_row, job_from_row, twin_transcript_of, open_jobs_from_row, priority_to_int, query_rows, user_from_row, user_jobs_from_row, JOB_COLUMNS};
+use super::rows::{claimed_from_row, head_from_row, job_from_row, succeeded_twin, open_jobs_from_row, priority_to_int, query_rows, user_from_row, user_jobs_from_row, JOB_COLUMNS};
 
 /// Jobs and users in one SQLite file.
 pub struct SqliteStore {
@@ -175,15 +175,15 @@ impl Store for SqliteStore {
         let inserted = self
             .write_returning_jobs(
                 job.audio_write.as_ref(),
-                format!("WITH hit (t) AS (SELECT COALESCE(?16, (SELECT transcript FROM jobs \
-                 WHERE audio_sha256 = ?5 AND cache_key = ?15 AND status = 'succeeded' LIMIT 1))) \
+                format!("WITH hit (t) AS (SELECT COALESCE(?16, {})) \
                  INSERT INTO jobs (id, user_id, status, provider, priority, audio_sha256, audio_format, audio_bytes, \
                  language, prompt, temperature, model, response_format, attempts, run_at, created_at, idempotency_key, \
                  cache_key, transcript, started_at, finished_at) \
                  SELECT ?1, ?2, CASE WHEN t IS NULL THEN 'queued' ELSE 'succeeded' END, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, \
                  ?11, ?12, 0, ?13, ?13, ?14, ?15, t, CASE WHEN t IS NULL THEN NULL ELSE ?13 END, \
                  CASE WHEN t IS NULL THEN NULL ELSE ?13 END FROM hit WHERE true \
-                 ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING {JOB_COLUMNS}"),
+                 ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING {JOB_COLUMNS}",
+                 succeeded_twin("?5", "?15")),
                 vec![
                     job.id.as_str().into(),
                     job.user_id.as_str().into(),
@@ -337,9 +337,10 @@ impl Store for SqliteStore {
             "WITH wanted (claim_id, claim_owner) AS (VALUES {}) \
              UPDATE jobs SET status = 'running', lease_owner = wanted.claim_owner, lease_until = ?1, \
              attempts = attempts + 1, started_at = COALESCE(started_at, ?2) \
-             FROM wanted WHERE jobs.id = wanted.claim_id AND status = 'queued' AND run_at <= ?2 RETURNING {JOB_COLUMNS}, {}",
+             FROM wanted WHERE jobs.id = wanted.claim_id AND status = 'queued' AND run_at <= ?2 \
+             RETURNING {JOB_COLUMNS}, {} AS twin_transcript",
             values.join(", "),
-            twin_transcript_of("jobs")
+            succeeded_twin("jobs.audio_sha256", "jobs.cache_key")
         );
         let mut args: Vec<Arg> = vec![lease_until_ms.into(), now_ms.into()];
         for (job_id, owner) in claims {
@@ -380,14 +381,8 @@ impl Store for SqliteStore {
     }
 
     async fn transcript(&self, job_id: &str) -> StoreResult<Option<String>> {
-        self.succeeded_transcript("SELECT transcript FROM jobs WHERE id = ?1 AND status = 'succeeded'", &[job_id]).await
-    }
-}
-
-impl SqliteStore {
-    /// The transcript column of the one row `sql` selects by `keys`.
-    async fn succeeded_transcript(&self, sql: &'static str, keys: &[&str]) -> StoreResult<Option<String>> {
-        let transcript: Option<Option<String>> = self.pool.scalar(sql, rusqlite::params_from_iter(keys.to_vec())).await?;
+        let sql = "SELECT transcript FROM jobs WHERE id = ?1 AND status = 'succeeded'";
+        let transcript: Option<Option<String>> = self.pool.scalar(sql, [job_id]).await?;
         Ok(transcript.flatten())
     }
 }

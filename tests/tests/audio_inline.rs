@@ -8,7 +8,6 @@ use std::time::{Duration, SystemTime};
 
 use reqwest::StatusCode;
 use scribe_host::audio::{AudioError, AudioStore, InlineAudioStore, LocalAudioStore, StoredAudio};
-use scribe_host::plugins::types::Priority;
 use scribe_host::store::{Inserted, JobSpec, JobStatus, NewJob, SqliteStore, Store, StoreError};
 use scribe_tests::{test_config, upload, wav};
 
@@ -108,18 +107,7 @@ async fn retention_removes_a_row_only_if_no_put_stored_it_since() {
 
 /// A job naming `audio`, inserted to commit only with its audio's write.
 fn job_of(user_id: &str, id: &str, audio: &StoredAudio) -> NewJob {
-    let spec = JobSpec {
-        provider: "openai-whisper".into(),
-        priority: Priority::Normal,
-        audio_sha256: audio.sha256.clone(),
-        audio_format: audio.format.extension().into(),
-        audio_bytes: audio.bytes,
-        language: None,
-        prompt: None,
-        temperature: None,
-        model: None,
-        response_format: "json".into(),
-    };
+    let spec = JobSpec::with_default_options("openai-whisper", audio.sha256.clone(), audio.format.extension(), audio.bytes);
     NewJob {
         id: id.into(),
         user_id: user_id.into(),

@@ -12,7 +12,6 @@ use scribe_host::cache::TranscriptCache;
 use scribe_host::admission::LocalAdmission;
 use scribe_tests::provider_view::{calls_during_retry_after, max_per_window};
 use scribe_host::metrics::Metrics;
-use scribe_host::plugins::types::Priority;
 use scribe_host::plugins::Plugins;
 use scribe_host::scheduler::{Parts, Scheduler};
 use scribe_host::store::{Inserted, JobSpec, JobStatus, NewJob, Store};
@@ -94,18 +93,7 @@ impl Engine {
     async fn spec_of_new_audio(&self, n: u32) -> JobSpec {
         let bytes = Bytes::from(scribe_tests::wav(n, 64));
         let stored = self.audio.put(Box::pin(futures_util::stream::iter([Ok(bytes)])), 1 << 20).await.unwrap();
-        JobSpec {
-            provider: "openai-whisper".into(),
-            priority: Priority::Normal,
-            audio_sha256: stored.sha256,
-            audio_format: "wav".into(),
-            audio_bytes: stored.bytes,
-            language: None,
-            prompt: None,
-            temperature: None,
-            model: None,
-            response_format: "json".into(),
-        }
+        JobSpec::with_default_options("openai-whisper", stored.sha256, "wav", stored.bytes)
     }
 
     /// Asserts that every job succeeded at its first attempt; each user's

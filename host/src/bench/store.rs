@@ -18,7 +18,6 @@ use futures_util::StreamExt;
 use super::{BenchError, Summary};
 use crate::audio::{AudioStore, InlineAudioStore, LocalAudioStore};
 use crate::clock::now_ms;
-use crate::plugins::types::Priority;
 use crate::store::{Inserted, JobSpec, JobStatus, LeaseEnd, NewJob, SqliteStore, Store};
 
 /// Settings of `scribe bench store`.
@@ -83,18 +82,7 @@ async fn one_job(store: &dyn Store, audio: &dyn AudioStore, user: &str, seed: u3
     let wav = bytes::Bytes::from(scribe_fakes::wav(seed, 400));
     let stored = audio.put_deferred(futures_util::stream::iter([Ok(wav)]).boxed(), INLINE_MAX).await?;
     let now = now_ms();
-    let spec = JobSpec {
-        provider: "openai-whisper".into(),
-        priority: Priority::Normal,
-        audio_sha256: stored.sha256.clone(),
-        audio_format: stored.format.extension().into(),
-        audio_bytes: stored.bytes,
-        language: None,
-        prompt: None,
-        temperature: None,
-        model: None,
-        response_format: "json".into(),
-    };
+    let spec = JobSpec::with_default_options("openai-whisper", stored.sha256.clone(), stored.format.extension(), stored.bytes);
     let job = NewJob {
         id: uuid::Uuid::now_v7().to_string(),
         user_id: user.into(),

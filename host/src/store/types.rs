@@ -86,6 +86,26 @@ pub struct JobSpec {
     pub response_format: String,
 }
 
+impl JobSpec {
+    /// A job of the audio `audio_sha256` (`audio_format`, `audio_bytes`)
+    /// for `provider`, every option at its default: normal priority, a
+    /// `json` transcript, no language, prompt, temperature or model.
+    pub fn with_default_options(provider: &str, audio_sha256: String, audio_format: &str, audio_bytes: u64) -> Self {
+        Self {
+            provider: provider.into(),
+            priority: Priority::Normal,
+            audio_sha256,
+            audio_format: audio_format.into(),
+            audio_bytes,
+            language: None,
+            prompt: None,
+            temperature: None,
+            model: None,
+            response_format: "json".into(),
+        }
+    }
+}
+
 /// Why a job failed (or its last attempt did).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct JobError {

@@ -286,6 +286,7 @@ pub async fn run_throughput(settings: &Throughput) -> Result<(), BenchError> {
     let key = Arc::new(rig.add_user("bench").await?);
     let start_ms = now_ms();
     let start = Instant::now();
+    let cpu_before = super::process_cpu();
     let mut clients = Vec::new();
     for c in 0..settings.clients {
         let (rig, key) = (rig.clone(), key.clone());
@@ -307,6 +308,7 @@ pub async fn run_throughput(settings: &Throughput) -> Result<(), BenchError> {
     }
     let submitted_in = start.elapsed();
     let jobs = rig.finished_jobs(&ids, Duration::from_secs(3600)).await?;
+    let cpu = cpu_before.zip(super::process_cpu()).map(|(before, after)| after.saturating_sub(before));
     let last_ms = jobs.iter().filter_map(|j| j.finished_at_ms).max().unwrap_or(start_ms);
     let elapsed = ((last_ms - start_ms) as f64 / 1e3).max(1e-3);
     let submit = Summary::of(latencies);
@@ -323,5 +325,12 @@ pub async fn run_throughput(settings: &Throughput) -> Result<(), BenchError> {
         submit.median.as_secs_f64() * 1e3,
         submit.p99.as_secs_f64() * 1e3
     );
+    if let Some(cpu) = cpu {
+        println!(
+            "cpu {:.2} s user+system, {:.3} ms per job (the whole process: server, bench clients and fake provider)",
+            cpu.as_secs_f64(),
+            cpu.as_secs_f64() * 1e3 / f64::from(settings.jobs)
+        );
+    }
     Ok(())
 }

@@ -74,6 +74,23 @@ pub enum BenchError {
     Measure(String),
 }
 
+/// The CPU time (user and system, every thread) this process has used so
+/// far, from `/proc/self/stat`; `None` where that is not there (not Linux).
+/// Jobs per second move with how busy and how fast the machine is; the CPU
+/// a job costs moves much less, so it tells whether a change made Scribe
+/// cheaper when the machine's speed drifts.
+pub fn process_cpu() -> Option<Duration> {
+    /// Linux reports these times in ticks of 1/100 s (USER_HZ) to userspace.
+    const TICKS_PER_SECOND: u64 = 100;
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) may hold spaces; fields after it do not.
+    let mut after_name = stat.rsplit_once(')')?.1.split_whitespace();
+    // utime and stime are fields 14 and 15; field 3 comes first here.
+    let user: u64 = after_name.nth(11)?.parse().ok()?;
+    let system: u64 = after_name.next()?.parse().ok()?;
+    Some(Duration::from_millis((user + system) * 1000 / TICKS_PER_SECOND))
+}
+
 /// Median and p99 of a set of durations.
 pub struct Summary {
     /// The median.
@@ -94,3 +111,30 @@ impl Summary {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    /// This thread's time on a CPU so far, as the scheduler counts it (ns).
+    fn thread_cpu() -> Duration {
+        let stat = std::fs::read_to_string("/proc/thread-self/schedstat").expect("schedstat is there on Linux");
+        Duration::from_nanos(stat.split_whitespace().next().unwrap().parse().unwrap())
+    }
+
+    #[test]
+    fn the_process_cpu_time_counts_a_threads_work() {
+        let (before, thread_before, wall) = (super::process_cpu().expect("/proc/self/stat is there on Linux"), thread_cpu(), Instant::now());
+        let mut x = 0u64;
+        while thread_cpu() - thread_before < Duration::from_millis(300) {
+            assert!(wall.elapsed() < Duration::from_secs(60), "the spinning thread got no CPU");
+            for _ in 0..100_000 {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+        }
+        let (spun, used) = (thread_cpu() - thread_before, super::process_cpu().unwrap() - before);
+        // Ticks of 10 ms on either side; other threads may add, not take.
+        assert!(used + Duration::from_millis(20) >= spun, "the process used {used:?}, one of its threads {spun:?}");
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+        assert!(used <= wall.elapsed() * cores + Duration::from_millis(20), "{used:?} in {:?} on {cores} cores", wall.elapsed());
+    }
+}

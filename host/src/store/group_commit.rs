@@ -59,6 +59,7 @@ pub const MAX_BATCH: usize = 64;
 /// copy it whole (it is then written again from its start): 16 MB at 4 KB
 /// a page. A read transaction held open across checkpoints (a long
 /// listing) can make it grow past that until one completes.
+///
 /// A job's writes dirty the same index and count pages over and over, and a
 /// checkpoint copies each page once however often it changed, with two
 /// fsyncs; so four times fewer of them cost the writer less (throughput

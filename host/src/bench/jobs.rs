@@ -143,6 +143,17 @@ impl Rig {
 
     /// Waits until no job is queued or running, then reads every job.
     pub(super) async fn ended_jobs(&self, ids: &[String], timeout: Duration) -> Result<Vec<Job>, BenchError> {
+        self.drained(timeout).await?;
+        let mut jobs = Vec::with_capacity(ids.len());
+        for id in ids {
+            let job = self.server.store.job_by_id(id).await?;
+            jobs.push(job.ok_or_else(|| BenchError::Measure(format!("job {id} vanished")))?);
+        }
+        Ok(jobs)
+    }
+
+    /// Waits until no job is queued or running.
+    pub(super) async fn drained(&self, timeout: Duration) -> Result<(), BenchError> {
         let deadline = Instant::now() + timeout;
         while self.server.store.queue_length().await? > 0 {
             if Instant::now() > deadline {
@@ -150,12 +161,7 @@ impl Rig {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let mut jobs = Vec::with_capacity(ids.len());
-        for id in ids {
-            let job = self.server.store.job_by_id(id).await?;
-            jobs.push(job.ok_or_else(|| BenchError::Measure(format!("job {id} vanished")))?);
-        }
-        Ok(jobs)
+        Ok(())
     }
 }
 
@@ -307,8 +313,10 @@ pub async fn run_throughput(settings: &Throughput) -> Result<(), BenchError> {
         }
     }
     let submitted_in = start.elapsed();
-    let jobs = rig.finished_jobs(&ids, Duration::from_secs(3600)).await?;
+    // Sampled before the jobs are read back, which is the bench's work.
+    rig.drained(Duration::from_secs(3600)).await?;
     let cpu = cpu_before.zip(super::process_cpu()).map(|(before, after)| after.saturating_sub(before));
+    let jobs = rig.finished_jobs(&ids, Duration::from_secs(3600)).await?;
     let last_ms = jobs.iter().filter_map(|j| j.finished_at_ms).max().unwrap_or(start_ms);
     let elapsed = ((last_ms - start_ms) as f64 / 1e3).max(1e-3);
     let submit = Summary::of(latencies);

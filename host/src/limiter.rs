@@ -9,6 +9,15 @@
 //! does not slowly lower the rate below the limit. Any window of the
 //! interval's length still sees at most one call more than the rate.
 //!
+//! A token is taken when a job is claimed, and the claim is some work away
+//! from the provider: the worker's start, reading the audio, a plugin
+//! instance, the guest building its request. On a loaded machine that work
+//! takes longer for one job than for the next, which bunches the requests
+//! the provider sees. So the requests are spaced a second time, as they
+//! leave ([`RateLimiter::reserve_send`]), strictly: a late request does not
+//! let the next one come sooner. What that costs is a wait of at most the
+//! spread of those delays; the rate is still the tokens'.
+//!
 //! The in-process limiter serves one instance (and in-process providers in
 //! a fleet) through [`crate::admission::LocalAdmission`]; a fleet's
 //! database-held budget lives in [`crate::admission`] and decides with the
@@ -60,6 +69,12 @@ pub trait RateLimiter: Send + Sync {
     fn release(&self, provider: &str);
     /// Whether an operator paused `provider`.
     fn is_held(&self, provider: &str) -> bool;
+    /// Reserves the instant, `now` or later, at which the next request of
+    /// `provider` may leave: no sooner than the rate's interval after the
+    /// previous one (a burst's worth sooner at most, as for tokens), and
+    /// not while a retry-after pause lasts. Unlike a token's, the schedule
+    /// is not kept: requests are spaced by when they leave.
+    fn reserve_send(&self, provider: &str, rate: Option<Rate>, now: Instant) -> Instant;
 }
 
 /// How far ahead a held provider's next token is reported: the scheduler
@@ -125,7 +140,10 @@ impl<T> Default for Cell<T> {
 /// The in-process limiter: exact for one instance.
 #[derive(Debug, Default)]
 pub struct LocalRateLimiter {
+    /// Per provider, the tokens (taken at a claim) and the pauses.
     cells: Mutex<HashMap<String, Cell<Instant>>>,
+    /// Per provider, the requests as they leave ([`RateLimiter::reserve_send`]).
+    sends: Mutex<HashMap<String, Cell<Instant>>>,
 }
 
 impl<T: Moment> Cell<T> {
@@ -139,12 +157,18 @@ impl<T: Moment> Cell<T> {
             return Err(until);
         }
         let Some(rate) = rate else { return Ok(None) };
-        let interval = rate.interval();
-        let tolerance = interval * (rate.burst.max(1) - 1);
         // Late by less than half an interval: keep the schedule; later than
         // that, the provider was idle and the schedule restarts now.
+        self.spaced(rate, now, rate.interval() / 2)
+    }
+
+    /// The GCRA's own test of a call at `now`, with no pause or hold: a
+    /// call up to `kept` late still counts from its slot.
+    fn spaced(&self, rate: Rate, now: T, kept: Duration) -> Result<Option<T>, T> {
+        let interval = rate.interval();
+        let tolerance = interval * (rate.burst.max(1) - 1);
         let tat = match self.tat {
-            Some(tat) if now < tat + interval / 2 => tat,
+            Some(tat) if now < tat + kept => tat,
             _ => now,
         };
         let allowed_at = tat.checked_sub(tolerance).unwrap_or(now);
@@ -226,6 +250,21 @@ impl RateLimiter for LocalRateLimiter {
     fn is_held(&self, provider: &str) -> bool {
         let cells = self.cells.lock().unwrap_or_else(|p| p.into_inner());
         cells.get(provider).is_some_and(|c| c.held)
+    }
+
+    fn reserve_send(&self, provider: &str, rate: Option<Rate>, now: Instant) -> Instant {
+        let start = self.paused_until(provider, now).unwrap_or(now);
+        let Some(rate) = rate else { return start };
+        let mut sends = self.sends.lock().unwrap_or_else(|p| p.into_inner());
+        if !sends.contains_key(provider) {
+            sends.insert(provider.to_string(), Cell::default());
+        }
+        let cell = sends.get_mut(provider).expect("inserted above");
+        let at = cell.spaced(rate, start, Duration::ZERO).err().unwrap_or(start);
+        if let Ok(tat) = cell.spaced(rate, at, Duration::ZERO) {
+            cell.tat = tat;
+        }
+        at
     }
 }
 
@@ -317,6 +356,42 @@ mod tests {
             assert_eq!(limiter.try_take("p", rate(60, 3), t0), Ok(()));
         }
         assert_eq!(limiter.try_take("p", rate(60, 3), t0), Err(t0 + Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn requests_leave_spaced_by_when_they_leave_not_by_their_tokens() {
+        let limiter = LocalRateLimiter::default();
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        // 600/min: 100 ms apart. The first goes at once; one asked for
+        // 10 ms later is held to 100 ms; one asked for at 190 ms (a token
+        // taken late would count from 200 ms) is held to 200 ms.
+        assert_eq!(limiter.reserve_send("p", rate(600, 1), t0), t0);
+        assert_eq!(limiter.reserve_send("p", rate(600, 1), t0 + ms(10)), t0 + ms(100));
+        assert_eq!(limiter.reserve_send("p", rate(600, 1), t0 + ms(190)), t0 + ms(200));
+        // Late: a request at 340 ms does not let the next leave before 440.
+        assert_eq!(limiter.reserve_send("p", rate(600, 1), t0 + ms(340)), t0 + ms(340));
+        assert_eq!(limiter.reserve_send("p", rate(600, 1), t0 + ms(350)), t0 + ms(440));
+        assert_eq!(limiter.reserve_send("other", rate(600, 1), t0 + ms(350)), t0 + ms(350), "providers are spaced apart");
+        assert_eq!(limiter.reserve_send("q", None, t0), t0, "unlimited");
+        assert_eq!(limiter.reserve_send("q", None, t0), t0, "unlimited");
+    }
+
+    #[test]
+    fn requests_leave_in_a_burst_and_not_during_a_pause() {
+        let limiter = LocalRateLimiter::default();
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert_eq!(limiter.reserve_send("p", rate(60, 3), t0), t0);
+        }
+        assert_eq!(limiter.reserve_send("p", rate(60, 3), t0), t0 + Duration::from_secs(1));
+        let until = t0 + Duration::from_secs(5);
+        limiter.pause_until("q", until);
+        assert_eq!(limiter.reserve_send("q", None, t0), until, "unlimited providers pause too");
+        assert_eq!(limiter.reserve_send("q", rate(60, 1), t0), until);
+        assert_eq!(limiter.reserve_send("q", rate(60, 1), t0), until + Duration::from_secs(1));
+        limiter.hold("r");
+        assert_eq!(limiter.reserve_send("r", None, t0), t0, "a hold stops claims, not a claimed job's request");
     }
 
     #[test]

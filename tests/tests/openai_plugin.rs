@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
 use scribe_host::plugins::types::{TranscribeRequest, Transcript};
-use scribe_host::plugins::{CallError, ProviderError, World};
+use scribe_host::plugins::{CallError, FirstRequestWait, ProviderError, World};
 use scribe_tests::fake_openai::{transcript_text, FakeOpenAi, Scripted};
 use scribe_tests::TestHost;
 
@@ -104,6 +104,36 @@ async fn calls_one_after_another_reuse_one_connection() {
     }
     assert_eq!(fake.calls(), 5);
     assert_eq!(fake.connections(), 1, "each call after the first goes over the kept-alive connection");
+}
+
+/// The scheduler's pacing holds a call's first request, not the call: the
+/// guest runs up to its request, which leaves only once the wait is over,
+/// while other calls go on.
+#[tokio::test]
+async fn a_first_request_leaves_only_once_its_wait_is_over() {
+    let fake = FakeOpenAi::start(KEY).await;
+    let host = host_for(&fake, "").await;
+    let (reached, reached_rx) = tokio::sync::oneshot::channel::<()>();
+    let (open, opened) = tokio::sync::oneshot::channel::<()>();
+    let wait: FirstRequestWait = Box::pin(async move {
+        let _ = reached.send(());
+        let _ = opened.await;
+    });
+    let held_audio = audio(1000);
+    let held = tokio::spawn({
+        let (plugins, request) = (host.plugins.clone(), request(&held_audio));
+        async move { plugins.transcribe_paced(PLUGIN, request, Some(wait)).await }
+    });
+    let waiting = tokio::time::timeout(Duration::from_secs(30), reached_rx).await;
+    assert!(matches!(waiting, Ok(Ok(()))), "the call came to its first request and waits");
+    transcribe(&host, request(&audio(10))).await.expect("a call with no wait is not held");
+    assert_eq!(fake.calls(), 1, "the held request has not left");
+    let opened_at = Instant::now();
+    open.send(()).expect("the held call is still waiting");
+    let transcript = held.await.expect("joined").expect("the held call goes on once its wait is over");
+    assert_eq!(transcript.text, transcript_text(&held_audio));
+    assert_eq!(fake.calls(), 2);
+    assert!(fake.arrivals()[1] >= opened_at, "it left after the wait");
 }
 
 #[tokio::test]

@@ -171,6 +171,13 @@ impl Admission for FleetAdmission {
         self.local.take_token(provider, limits, token).await
     }
 
+    /// This instance's requests, spaced as they leave: the fleet's
+    /// spacing between instances is the database's, granted at the claim
+    /// ([`CALL_OFFSET`]).
+    async fn pace_request(&self, provider: &str, limits: ProviderLimits) {
+        self.local.pace_request(provider, limits).await
+    }
+
     async fn pause(&self, provider: &str, limits: ProviderLimits, pause: Duration) -> StoreResult<()> {
         if !limits.fleet_wide {
             return self.local.pause(provider, limits, pause).await;

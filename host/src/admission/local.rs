@@ -2,11 +2,13 @@
 //! limits of in-process providers in a fleet.
 //!
 //! The token is taken after the claim (a store write, whose latency varies
-//! with what shares its commit) and just before the worker starts, so the
-//! spacing the limiter grants is the spacing the provider sees, give or
-//! take the worker's start. Only one scheduler takes a provider's tokens
-//! here, so a token seen ready before the claim is still there after it,
-//! unless a 429 paused the provider since.
+//! with what shares its commit) and just before the worker starts; the
+//! request itself is spaced again as it leaves ([`Admission::pace_request`]),
+//! so the spacing the limiter grants is the spacing the provider sees,
+//! whatever the worker's start and the plugin's preparing took. Only one
+//! scheduler takes a provider's tokens here, so a token seen ready before
+//! the claim is still there after it, unless a 429 paused the provider
+//! since.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -97,6 +99,13 @@ impl Admission for LocalAdmission {
                 Ok(()) => return,
                 Err(next) => at = next,
             }
+        }
+    }
+
+    async fn pace_request(&self, provider: &str, limits: ProviderLimits) {
+        let at = self.limiter.reserve_send(provider, limits.rate, Instant::now());
+        if at > Instant::now() {
+            tokio::time::sleep_until(at).await;
         }
     }
 

@@ -129,6 +129,14 @@ pub trait Admission: Send + Sync {
     /// one if it must. A database error is logged and retried: a call
     /// never starts without its token.
     async fn take_token(&self, provider: &str, limits: ProviderLimits, token: Token);
+    /// Returns once a call's first request to `provider` may leave: at the
+    /// rate's spacing counted from when requests leave, not from their
+    /// tokens, and not during a retry-after pause
+    /// ([`crate::limiter::RateLimiter::reserve_send`]). Awaited by the
+    /// plugin runtime just before the request goes out, so what delays one
+    /// job more than the next between its claim and its request cannot
+    /// bunch the calls the provider sees.
+    async fn pace_request(&self, provider: &str, limits: ProviderLimits);
     /// Lets no call of `provider` start for `pause` (a 429's retry-after);
     /// an earlier pause is extended, never shortened.
     async fn pause(&self, provider: &str, limits: ProviderLimits, pause: Duration) -> StoreResult<()>;

@@ -18,7 +18,7 @@ use super::bindings::{self, priority, provider, retry};
 use super::engine::Kind;
 use super::error::{CallError, PluginError, PluginErrorKind, ProviderError};
 use super::registry::{Loaded, Pre, World};
-use super::sandbox::{truncate_utf8, StoreState};
+use super::sandbox::{truncate_utf8, FirstRequestWait, StoreState};
 use super::warm::WarmInstance;
 use super::types::{Candidate, ProviderInfo, RetryDecision, RetryInput, TranscribeRequest, Transcript};
 use super::Plugins;
@@ -147,14 +147,24 @@ impl Plugins {
         Ok(loaded)
     }
 
-    /// Calls `transcribe` on `loaded`, capping what comes back.
-    pub(crate) async fn transcribe_on(&self, loaded: &Loaded, request: TranscribeRequest) -> Result<Transcript, CallError> {
+    /// Calls `transcribe` on `loaded`, its first outbound request held
+    /// until `first_request_wait` completes, capping what comes back.
+    pub(crate) async fn transcribe_on(
+        &self,
+        loaded: &Loaded,
+        request: TranscribeRequest,
+        first_request_wait: Option<FirstRequestWait>,
+    ) -> Result<Transcript, CallError> {
         loaded.stats.calls.fetch_add(1, Ordering::Relaxed);
         let request = bindings::transcribe_request(request, loaded.limits.deadline_ms);
         let answer = self
             .run(loaded, loaded.limits.deadline(), async |store, instance| {
                 let Instance::Provider(p) = instance else { unreachable!("checked by loaded()") };
-                p.scribe_plugin_transcriber().call_transcribe(store, &request).await
+                store.data_mut().hold_first_request(first_request_wait);
+                let answer = p.scribe_plugin_transcriber().call_transcribe(&mut *store, &request).await;
+                // Not left for a later call of a kept instance.
+                store.data_mut().hold_first_request(None);
+                answer
             })
             .await?;
         match answer {

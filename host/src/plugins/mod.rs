@@ -36,7 +36,7 @@ pub use engine::{Kind, KindLimits, EPOCH_TICK};
 pub use error::{CallError, InstallError, PluginError, PluginErrorKind, ProviderError};
 pub use install::{content_hash, Installed};
 pub use registry::{Loaded, PluginSummary, Source, World};
-pub use sandbox::{MAX_LOG_LINES_PER_CALL, MAX_LOG_LINE_BYTES};
+pub use sandbox::{FirstRequestWait, MAX_LOG_LINES_PER_CALL, MAX_LOG_LINE_BYTES};
 pub use watch::DirWatcher;
 
 use crate::config::Config;
@@ -157,11 +157,23 @@ impl Plugins {
     /// Transcribes with the serving version of provider `name`. The call
     /// finishes on that version even if a new one is published meanwhile.
     pub async fn transcribe(&self, name: &str, request: TranscribeRequest) -> Result<Transcript, CallError> {
-        let _slot = self.slot(Kind::Provider).await;
-        let loaded = self.loaded(name, World::Provider)?;
-        self.transcribe_on(&loaded, request).await
+        self.transcribe_paced(name, request, None).await
     }
 
+    /// [`Plugins::transcribe`], with the call's first outbound request held
+    /// until `first_request_wait` completes (the scheduler's spacing of
+    /// requests as they leave). The wait counts against the call's
+    /// deadline; a call that sends no request never waits.
+    pub async fn transcribe_paced(
+        &self,
+        name: &str,
+        request: TranscribeRequest,
+        first_request_wait: Option<FirstRequestWait>,
+    ) -> Result<Transcript, CallError> {
+        let _slot = self.slot(Kind::Provider).await;
+        let loaded = self.loaded(name, World::Provider)?;
+        self.transcribe_on(&loaded, request, first_request_wait).await
+    }
 
     /// The limits of plugin `name` of `kind`: its settings over the kind's
     /// defaults. Policies get no outbound hosts whatever the settings say.

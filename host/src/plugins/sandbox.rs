@@ -52,6 +52,10 @@ pub struct StoreState {
     pub(crate) deadline_ms: u64,
 }
 
+/// What a call's first outbound request waits for before it leaves (see
+/// [`super::Plugins::transcribe_paced`]).
+pub type FirstRequestWait = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 impl StoreState {
     /// A fresh state granting nothing but what `grants` names: its hosts,
     /// its config, its read-only directory, under its memory cap.
@@ -60,7 +64,12 @@ impl StoreState {
             wasi: wasi_ctx(&identity, grants.read_only_dir.as_deref()),
             table: ResourceTable::new(),
             http: WasiHttpCtx::new(),
-            outbound: OutboundPolicy { allowed_hosts: grants.allowed_hosts.clone(), identity: identity.clone(), client },
+            outbound: OutboundPolicy {
+                allowed_hosts: grants.allowed_hosts.clone(),
+                identity: identity.clone(),
+                client,
+                first_request_wait: None,
+            },
             memory: MemoryCap::new(grants.memory_mb),
             identity,
             config: grants.config.clone(),
@@ -90,6 +99,12 @@ impl StoreState {
         self.deadline_ms = deadline.as_millis() as u64;
         self.deadline = Instant::now() + deadline;
         self.log_lines = 0;
+    }
+
+    /// Holds this call's first outbound request until `wait` completes;
+    /// `None` lets it leave at once.
+    pub(crate) fn hold_first_request(&mut self, wait: Option<FirstRequestWait>) {
+        self.outbound.first_request_wait = wait;
     }
 }
 
@@ -170,6 +185,8 @@ struct OutboundPolicy {
     identity: Identity,
     /// Where a granted request is sent.
     client: super::outbound::Outbound,
+    /// What the call's next request waits for, taken by the first one.
+    first_request_wait: Option<FirstRequestWait>,
 }
 
 impl OutboundPolicy {
@@ -210,7 +227,18 @@ impl WasiHttpHooks for OutboundPolicy {
         // The guest learns of a failure from the response; nothing waits
         // on the request body's own outcome.
         drop(fut);
-        self.client.send(request, options)
+        match self.first_request_wait.take() {
+            None => self.client.send(request, options),
+            // wasmtime-wasi-http runs this future in a task of its own, so
+            // the guest goes on (writing the body into its pipe) meanwhile.
+            Some(wait) => {
+                let client = self.client.clone();
+                Box::new(async move {
+                    wait.await;
+                    Box::into_pin(client.send(request, options)).await
+                })
+            }
+        }
     }
 }
 

@@ -6,15 +6,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Scheduler;
-use crate::admission::Admitted;
+use crate::admission::{Admitted, ProviderLimits};
 use crate::plugins::types::{RetryDecision, RetryInput, TranscribeRequest};
-use crate::plugins::{CallError, ProviderError};
+use crate::plugins::{CallError, FirstRequestWait, ProviderError};
 use crate::store::{Job, JobError};
 
 impl Scheduler {
     /// Runs a claimed job, holding its slot until the call is over; the
     /// call starts only once the job holds its rate token (see
-    /// [`crate::admission::Token`]), taken or waited for just before it.
+    /// [`crate::admission::Token`]), taken or waited for just before it,
+    /// and its first request leaves only when paced.
     pub(super) async fn execute(self: Arc<Self>, admitted: Admitted) {
         let Admitted { job, slot, token, twin_transcript } = admitted;
         let owner = job.lease_owner.clone().unwrap_or_default();
@@ -28,7 +29,7 @@ impl Scheduler {
                 let request = self.request_for(&job).await?;
                 self.parts.admission.take_token(&job.spec.provider, limits, token).await;
                 let call = self.parts.activity.call_started(&job.spec.provider);
-                let outcome = self.call_provider(&job.spec.provider, request).await;
+                let outcome = self.call_provider(&job.spec.provider, limits, request).await;
                 let took = self.parts.activity.call_finished(&job.spec.provider, call, outcome.is_ok());
                 self.parts.metrics.provider_call_seconds.with_label_values(&[&job.spec.provider]).observe(took.as_secs_f64());
                 outcome
@@ -92,8 +93,13 @@ impl Scheduler {
         })
     }
 
-    async fn call_provider(&self, provider: &str, request: TranscribeRequest) -> Result<String, ProviderError> {
-        match self.parts.plugins.transcribe(provider, request).await {
+    /// Calls `provider`, its first request paced as it leaves
+    /// ([`crate::admission::Admission::pace_request`]).
+    async fn call_provider(&self, provider: &str, limits: ProviderLimits, request: TranscribeRequest) -> Result<String, ProviderError> {
+        let admission = self.parts.admission.clone();
+        let paced = provider.to_string();
+        let wait: FirstRequestWait = Box::pin(async move { admission.pace_request(&paced, limits).await });
+        match self.parts.plugins.transcribe_paced(provider, request, Some(wait)).await {
             Ok(transcript) => serde_json::to_string(&transcript).map_err(|e| ProviderError::Fatal(e.to_string())),
             Err(CallError::Provider(error)) => Err(error),
             // The sandbox stopped the call: worth another attempt, which the

@@ -165,11 +165,13 @@ impl Shared {
     }
 }
 
-/// A running fake OpenAI server. Dropping it stops accepting connections.
+/// A running fake OpenAI server, on a thread of its own. Dropping it stops
+/// the server and closes its connections.
 pub struct FakeOpenAi {
     addr: SocketAddr,
     shared: Arc<Shared>,
-    server: tokio::task::JoinHandle<()>,
+    /// Dropped (with the handle) to stop the server's thread.
+    _stop: tokio::sync::oneshot::Sender<()>,
 }
 
 impl FakeOpenAi {
@@ -201,14 +203,31 @@ impl FakeOpenAi {
             .fallback(unknown_route)
             .layer(DefaultBodyLimit::max(MAX_CONTENT_BYTES))
             .with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let listener = std::net::TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
-        let server = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await {
-                tracing::error!("fake OpenAI server stopped: {e}");
-            }
-        });
-        Ok(Self { addr, shared, server })
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        // A thread and runtime of its own, as a real provider is apart from
+        // Scribe: when a request arrives is when this thread reads it, not
+        // when the caller's busy runtime gets round to the fake's task.
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        std::thread::Builder::new().name("fake-openai".into()).spawn(move || {
+            runtime.block_on(async move {
+                let listener = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(listener) => listener,
+                    Err(e) => return tracing::error!("fake OpenAI server cannot listen: {e}"),
+                };
+                let serve = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>());
+                tokio::select! {
+                    served = serve => if let Err(e) = served {
+                        tracing::error!("fake OpenAI server stopped: {e}");
+                    },
+                    // Dropping the runtime on return drops every connection.
+                    _ = stopped => {}
+                }
+            });
+        })?;
+        Ok(Self { addr, shared, _stop: stop })
     }
 
     /// The address it listens on.
@@ -276,12 +295,6 @@ impl FakeOpenAi {
     /// the point its body had been read.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.shared.script().requests.clone()
-    }
-}
-
-impl Drop for FakeOpenAi {
-    fn drop(&mut self) {
-        self.server.abort();
     }
 }
 

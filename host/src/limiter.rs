@@ -256,11 +256,13 @@ impl RateLimiter for LocalRateLimiter {
         let start = self.paused_until(provider, now).unwrap_or(now);
         let Some(rate) = rate else { return start };
         let mut sends = self.sends.lock().unwrap_or_else(|p| p.into_inner());
+        // Not `entry`: that would allocate the key on every request.
         if !sends.contains_key(provider) {
             sends.insert(provider.to_string(), Cell::default());
         }
         let cell = sends.get_mut(provider).expect("inserted above");
         let at = cell.spaced(rate, start, Duration::ZERO).err().unwrap_or(start);
+        // Always `Ok`: `at` is when the cell allows the next request.
         if let Ok(tat) = cell.spaced(rate, at, Duration::ZERO) {
             cell.tat = tat;
         }

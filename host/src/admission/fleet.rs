@@ -171,9 +171,10 @@ impl Admission for FleetAdmission {
         self.local.take_token(provider, limits, token).await
     }
 
-    /// This instance's requests, spaced as they leave: the fleet's
-    /// spacing between instances is the database's, granted at the claim
-    /// ([`CALL_OFFSET`]).
+    /// This instance's requests, spaced as they leave, and held by the
+    /// retry-after pauses this instance recorded (see [`Admission::pause`]
+    /// here): the fleet's spacing between instances is the database's,
+    /// granted at the claim ([`CALL_OFFSET`]).
     async fn pace_request(&self, provider: &str, limits: ProviderLimits) {
         self.local.pace_request(provider, limits).await
     }
@@ -191,7 +192,9 @@ impl Admission for FleetAdmission {
         .bind(i64::try_from(pause.as_micros()).unwrap_or(i64::MAX / 2))
         .execute(&self.pool)
         .await?;
-        Ok(())
+        // Also here, so this instance's requests waiting to leave
+        // ([`Admission::pace_request`]) are held by the 429 it just saw.
+        self.local.pause(provider, limits, pause).await
     }
 
     async fn set_held(&self, provider: &str, limits: ProviderLimits, held: bool) -> StoreResult<()> {
@@ -207,6 +210,10 @@ impl Admission for FleetAdmission {
         .bind(held)
         .execute(&self.pool)
         .await?;
+        if !held {
+            // A resume ends this instance's record of a pause too.
+            self.local.set_held(provider, limits, false).await?;
+        }
         Ok(())
     }
 

@@ -103,9 +103,15 @@ impl Admission for LocalAdmission {
     }
 
     async fn pace_request(&self, provider: &str, limits: ProviderLimits) {
-        let at = self.limiter.reserve_send(provider, limits.rate, Instant::now());
-        if at > Instant::now() {
-            tokio::time::sleep_until(at).await;
+        loop {
+            let at = self.limiter.reserve_send(provider, limits.rate, Instant::now());
+            if at > Instant::now() {
+                tokio::time::sleep_until(at).await;
+            }
+            // A 429 recorded while this request waited holds it too.
+            if self.limiter.paused_until(provider, Instant::now()).is_none() {
+                return;
+            }
         }
     }
 
@@ -129,5 +135,35 @@ impl Admission for LocalAdmission {
 
     fn in_flight(&self, provider: &str) -> u32 {
         self.gate.in_flight(provider)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::Future;
+
+    use crate::limiter::Rate;
+    use crate::store::SqliteStore;
+
+    /// A request already waiting for its send instant when a 429's pause
+    /// is recorded does not leave before the pause ends.
+    #[tokio::test]
+    async fn a_request_waiting_to_leave_is_held_by_a_pause_recorded_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("scribe.db").display());
+        let store = SqliteStore::open(&url, 1, Duration::from_secs(5)).await.unwrap();
+        let admission = LocalAdmission::new(Arc::new(store));
+        // 600/min: one request every 100 ms. The first takes now; the
+        // second waits for its instant, 100 ms on.
+        let limits = ProviderLimits { max_concurrent: 5, rate: Some(Rate { per_minute: 600, burst: 1 }), fleet_wide: false };
+        admission.pace_request("p", limits).await;
+        let mut waiting = Box::pin(admission.pace_request("p", limits));
+        let pending = std::future::poll_fn(|cx| std::task::Poll::Ready(waiting.as_mut().poll(cx).is_pending())).await;
+        assert!(pending, "the second request waits for its instant");
+        let paused_at = Instant::now();
+        admission.pause("p", limits, Duration::from_millis(300)).await.unwrap();
+        waiting.await;
+        assert!(paused_at.elapsed() >= Duration::from_millis(300), "left {:?} into a 300 ms pause", paused_at.elapsed());
     }
 }

@@ -160,11 +160,10 @@ impl Plugins {
         let answer = self
             .run(loaded, loaded.limits.deadline(), async |store, instance| {
                 let Instance::Provider(p) = instance else { unreachable!("checked by loaded()") };
+                // Every call sets its own (a kept instance's last one, if
+                // unused, is replaced here, and `info` sends nothing).
                 store.data_mut().hold_first_request(first_request_wait);
-                let answer = p.scribe_plugin_transcriber().call_transcribe(&mut *store, &request).await;
-                // Not left for a later call of a kept instance.
-                store.data_mut().hold_first_request(None);
-                answer
+                p.scribe_plugin_transcriber().call_transcribe(store, &request).await
             })
             .await?;
         match answer {

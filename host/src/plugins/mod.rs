@@ -163,7 +163,10 @@ impl Plugins {
     /// [`Plugins::transcribe`], with the call's first outbound request held
     /// until `first_request_wait` completes (the scheduler's spacing of
     /// requests as they leave). The wait counts against the call's
-    /// deadline; a call that sends no request never waits.
+    /// deadline and holds the call's pool slot; a wait near the deadline
+    /// ends the call as the host's hard stop (a plugin failure the retry
+    /// policy retries), not as the guest's own timeout. A call that sends
+    /// no request never waits.
     pub async fn transcribe_paced(
         &self,
         name: &str,

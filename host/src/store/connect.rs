@@ -11,24 +11,6 @@ use super::StoreResult;
 /// distinct statements, so this is more than the store's statement count).
 const STATEMENT_CACHE: usize = 128;
 
-/// Turns off SQLite's memory statistics, once, before the library's first
-/// use in this process: with them on, every allocation SQLite makes takes a
-/// process-wide mutex (about 2 % of a bench throughput run's CPU, and
-/// contended by the writer and the readers). Nothing here reads them. If
-/// SQLite was already in use (another store opened first), this is a no-op.
-pub fn configure_library() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        // SAFETY: sqlite3_config is documented as safe to call before
-        // sqlite3_initialize and otherwise refuses (SQLITE_MISUSE) without
-        // effect; SQLITE_CONFIG_MEMSTATUS takes one int.
-        let answer = unsafe { rusqlite::ffi::sqlite3_config(rusqlite::ffi::SQLITE_CONFIG_MEMSTATUS, 0 as std::ffi::c_int) };
-        if answer != rusqlite::ffi::SQLITE_OK {
-            tracing::debug!(answer, "SQLite was already initialised; its memory statistics stay on");
-        }
-    });
-}
-
 /// Opens the database file at `path` (created and migrated already):
 /// WAL (the file's own mode, set when it was created), `synchronous =
 /// FULL` (an acknowledged write survives a power cut), foreign keys on,

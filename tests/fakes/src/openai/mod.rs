@@ -170,8 +170,10 @@ impl Shared {
 pub struct FakeOpenAi {
     addr: SocketAddr,
     shared: Arc<Shared>,
-    /// Dropped (with the handle) to stop the server's thread.
-    _stop: tokio::sync::oneshot::Sender<()>,
+    /// Dropped to stop the server's thread.
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The server's thread, joined once stopped.
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl FakeOpenAi {
@@ -210,8 +212,11 @@ impl FakeOpenAi {
         // A thread and runtime of its own, as a real provider is apart from
         // Scribe: when a request arrives is when this thread reads it, not
         // when the caller's busy runtime gets round to the fake's task.
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        std::thread::Builder::new().name("fake-openai".into()).spawn(move || {
+        let thread = std::thread::Builder::new().name("fake-openai".into()).spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => runtime,
+                Err(e) => return tracing::error!("fake OpenAI server has no runtime: {e}"),
+            };
             runtime.block_on(async move {
                 let listener = match tokio::net::TcpListener::from_std(listener) {
                     Ok(listener) => listener,
@@ -227,7 +232,7 @@ impl FakeOpenAi {
                 }
             });
         })?;
-        Ok(Self { addr, shared, _stop: stop })
+        Ok(Self { addr, shared, stop: Some(stop), thread: Some(thread) })
     }
 
     /// The address it listens on.
@@ -295,6 +300,17 @@ impl FakeOpenAi {
     /// the point its body had been read.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.shared.script().requests.clone()
+    }
+}
+
+impl Drop for FakeOpenAi {
+    /// Stops the server and waits for its thread, so the port and every
+    /// connection are closed when the handle is gone.
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
